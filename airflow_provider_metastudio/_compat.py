@@ -1,0 +1,97 @@
+"""Imports that moved between Airflow 2.11 and 3.x, resolved once.
+
+Airflow 3 moved the authoring API into ``airflow.sdk`` and deprecates the old paths; 2.11 has only
+the old ones. Every other module imports from here, so the choice is made in one place.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow import __version__ as AIRFLOW_VERSION
+
+try:  # Airflow >= 3.1
+    from airflow.sdk import BaseHook
+except ImportError:  # Airflow 2.11, 3.0
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+
+try:  # Airflow >= 3.0
+    from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator
+except ImportError:  # Airflow 2.11
+    from airflow.models import BaseOperator  # type: ignore[no-redef,assignment]
+    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef,assignment]
+    from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef,assignment]
+
+try:  # Airflow >= 3.1
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # Airflow 2.11, 3.0
+    from airflow.exceptions import (  # type: ignore[no-redef,assignment]
+        AirflowException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+
+try:  # Airflow >= 3.0
+    from airflow.sdk.log import mask_secret
+except ImportError:  # Airflow 2.11
+    from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef,attr-defined]
+
+try:  # Airflow >= 3.1
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow 2.11, 3.0
+    from airflow.configuration import conf  # type: ignore[no-redef,attr-defined]
+
+AIRFLOW_V_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
+
+if TYPE_CHECKING:
+    from airflow.models.connection import Connection
+
+
+def get_connection(conn_id: str) -> Connection:
+    return BaseHook.get_connection(conn_id)  # type: ignore[return-value]
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """Look a connection up without blocking the triggerer's event loop.
+
+    Airflow >= 3.1 reads it through the triggerer's supervisor (``aget_connection``); older versions
+    run the sync lookup in a worker thread.
+    """
+    if hasattr(BaseHook, "aget_connection"):
+        return await BaseHook.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+def object_storage_path(uri: Any) -> Any:
+    """An ``ObjectStoragePath`` for a URI (``file://``, ``s3://``, ...), whichever Airflow has it."""
+    try:
+        from airflow.sdk import ObjectStoragePath
+    except ImportError:  # Airflow 2.11
+        from airflow.io.path import ObjectStoragePath  # type: ignore[no-redef]
+    return uri if isinstance(uri, ObjectStoragePath) else ObjectStoragePath(uri)
+
+
+__all__ = [
+    "AIRFLOW_V_3",
+    "AirflowException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseOperatorLink",
+    "BaseSensorOperator",
+    "TaskDeferred",
+    "aget_connection",
+    "conf",
+    "get_connection",
+    "mask_secret",
+    "object_storage_path",
+]

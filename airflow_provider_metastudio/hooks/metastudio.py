@@ -1,0 +1,919 @@
+"""MetaStudioHook: authenticated calls to Huawei Cloud MetaStudio stylized picture modeling.
+
+Every call is first described as an :class:`ApiCall` (validated, URL built, body encoded), then sent
+by exactly one of two transports - ``requests`` for sync code, ``httpx`` for triggers - which share
+the signer, the retry policy, the client-side quota and :func:`parse_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import IO, Any, NamedTuple
+
+import httpx
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_metastudio import __version__
+from airflow_provider_metastudio._compat import BaseHook, aget_connection, mask_secret
+from airflow_provider_metastudio.auth import AkSkSigner, HttpxAkSkAuth, RequestsAkSkAuth, canonical_query, utc_now
+from airflow_provider_metastudio.config import MetaStudioConnectionConfig
+from airflow_provider_metastudio.exceptions import (
+    MetaStudioApiError,
+    MetaStudioAuthError,
+    MetaStudioBadRequestError,
+    MetaStudioConnectionError,
+    MetaStudioError,
+    MetaStudioGatewayError,
+    MetaStudioInvalidResponseError,
+    MetaStudioNotFoundError,
+    MetaStudioServerError,
+    MetaStudioThrottledError,
+    MetaStudioValidationError,
+    MetaStudioWaitTimeout,
+    describe,
+)
+from airflow_provider_metastudio.models import JobState, PictureModelingJob, parse_time
+from airflow_provider_metastudio.progress import JobProgress
+from airflow_provider_metastudio.ratelimit import RateLimiter, get_limiter
+from airflow_provider_metastudio.validation import (
+    validate_http_url,
+    validate_job_id,
+    validate_photo,
+    validate_text,
+)
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/v1/{project_id}/digital-human/stylized"
+SORT_KEYS = ("create_time", "update_time", "asset_order")
+SORT_DIRS = ("asc", "desc")
+MAX_PAGE_SIZE = 100
+# Bodies are read up to this size: a job or a page of 100 jobs is a few kB; anything far larger is
+# a broken gateway, not data, and must not be loaded into a worker's memory.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+USER_AGENT = f"airflow-provider-metastudio/{__version__}"
+
+
+class CreatedJob(NamedTuple):
+    """What a create call returns: the model asset id is known at once."""
+
+    job_id: str
+    model_asset_id: str
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request, fully built and validated, independent of the transport that sends it.
+
+    :param name: quota and log name of the call (``show``, ``list``, ``create``, ``create_by_url``, ``iam``).
+    :param idempotent: whether a retry after an ambiguous failure is harmless; a create is not.
+    """
+
+    name: str
+    method: str
+    url: str
+    body: bytes | None = None
+    content_type: str | None = None
+    idempotent: bool = True
+    authenticated: bool = True
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    data: Any
+    request_id: str | None
+    headers: Mapping[str, str] = field(repr=False)
+
+
+def _error_fields(data: Any) -> tuple[str | None, str | None]:
+    if isinstance(data, dict):
+        if "error_code" in data or "error_msg" in data:
+            return data.get("error_code"), data.get("error_msg")
+        inner = data.get("error")  # IAM answers {"error": {"code": ..., "message": ...}}
+        if isinstance(inner, dict):
+            return inner.get("code"), inner.get("message")
+    return None, None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:  # delta-seconds; the emulator's time-scaled mode sends fractions
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def parse_response(call: str, status: int, headers: Mapping[str, str], body: bytes) -> ApiResponse:
+    """Turn a raw answer into data or a typed :class:`MetaStudioError`. Shared by both transports."""
+    request_id = headers.get("X-Request-Id") or headers.get("x-request-id")
+    content_type = headers.get("Content-Type", "")
+    data: Any = None
+    json_ok = False
+    if body:
+        try:
+            data = json.loads(body)
+            json_ok = True
+        except (ValueError, UnicodeDecodeError):
+            pass
+    if 200 <= status < 300:
+        if call == "iam" and json_ok:
+            return ApiResponse(status, data, request_id, headers)
+        if not json_ok:
+            what = "an empty body" if not body else f"a non-JSON body ({content_type or 'no content type'}, {len(body)} bytes)"
+            raise MetaStudioInvalidResponseError(
+                describe(call, status, None, f"the service answered with {what}", request_id),
+                status=status,
+                request_id=request_id,
+                call=call,
+            )
+        return ApiResponse(status, data, request_id, headers)
+    error_code, error_msg = _error_fields(data)
+    if not json_ok or (error_code is None and error_msg is None):
+        error_msg = f"non-JSON error body ({content_type or 'no content type'}, {len(body)} bytes)"
+    hint = None
+    if status in (401, 403) and error_code == "APIGW.0301":
+        hint = (
+            "check the AK/SK (or token) and the project id, and that this machine's clock is within "
+            "15 minutes of the real time (signatures expire)"
+        )
+    message = describe(call, status, error_code, error_msg, request_id, hint)
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "error_code": error_code,
+        "error_msg": error_msg,
+        "request_id": request_id,
+        "call": call,
+    }
+    if status == 429:
+        raise MetaStudioThrottledError(message, retry_after=_retry_after(headers), **kwargs)
+    if status in (401, 403):
+        raise MetaStudioAuthError(message, **kwargs)
+    if status == 404:
+        raise MetaStudioNotFoundError(message, **kwargs)
+    if status >= 500:
+        raise (MetaStudioServerError if json_ok else MetaStudioGatewayError)(message, **kwargs)
+    if 400 <= status < 500:
+        raise MetaStudioBadRequestError(message, **kwargs)
+    raise MetaStudioApiError(message, **kwargs)
+
+
+def _transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError:
+    """Map a transport exception; ``sent`` is False only when the service provably never saw the request."""
+    not_sent: tuple[type[BaseException], ...] = (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.PoolTimeout,
+        requests.exceptions.ConnectTimeout,
+    )
+    sent = not isinstance(exc, not_sent)
+    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(
+        exc, requests.exceptions.ReadTimeout
+    ):
+        # urllib3 wraps "connection refused" / DNS failures in NewConnectionError.
+        import urllib3.exceptions
+
+        reason = exc.args[0] if exc.args else None
+        inner = getattr(reason, "reason", reason)
+        if isinstance(inner, urllib3.exceptions.NewConnectionError) or isinstance(
+            reason, urllib3.exceptions.NewConnectionError
+        ):
+            sent = False
+    what = "could not connect" if not sent else "connection failed after the request was sent"
+    return MetaStudioConnectionError(
+        f"MetaStudio {call.name} failed: {what} to {httpx.URL(call.url).host} ({type(exc).__name__})",
+        sent=sent,
+        call=call.name,
+    )
+
+
+def _is_retryable(call: ApiCall, exc: BaseException) -> bool:
+    """Reads retry on 429, 5xx, broken bodies and connection errors. A create is retried only
+    when the service provably did not take it (429, or a connection that never opened): a
+    duplicate picture-modeling job costs the user money."""
+    if isinstance(exc, MetaStudioThrottledError):
+        return True
+    if isinstance(exc, MetaStudioConnectionError):
+        return call.idempotent or not exc.sent
+    if not call.idempotent:
+        return False
+    return isinstance(exc, (MetaStudioServerError, MetaStudioInvalidResponseError))
+
+
+# Tokens from the IAM password flow, per credentials, shared by all hooks of the process.
+_TOKEN_CACHE: dict[str, tuple[str, datetime, datetime]] = {}
+_TOKEN_LOCK = threading.Lock()
+
+
+class MetaStudioHook(BaseHook):
+    """Interact with Huawei Cloud MetaStudio stylized picture modeling.
+
+    :param metastudio_conn_id: the ``metastudio`` connection (AK/SK, token or IAM password).
+    :param retry_limit: how many times a retryable failure is retried.
+    :param retry_delay: base of the exponential backoff, in seconds.
+    :param retry_max_delay: cap of one backoff, in seconds.
+    :param config: settings to use instead of looking a connection up (emulator, benchmarks).
+    :param clock: UTC clock for signatures and token expiry; injectable for tests.
+    """
+
+    conn_name_attr = "metastudio_conn_id"
+    default_conn_name = "metastudio_default"
+    conn_type = "metastudio"
+    hook_name = "Huawei Cloud MetaStudio"
+
+    def __init__(
+        self,
+        metastudio_conn_id: str = default_conn_name,
+        *,
+        retry_limit: int = 5,
+        retry_delay: float = 1.0,
+        retry_max_delay: float = 60.0,
+        config: MetaStudioConnectionConfig | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.metastudio_conn_id = metastudio_conn_id
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.retry_max_delay = retry_max_delay
+        self.clock = clock
+        if config is not None:
+            self._set_config(config)
+        self._aclient: httpx.AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        from airflow_provider_metastudio.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form (Airflow 2.x and 3.0/3.1 UIs; 3.2+ reads ``conn-fields``)."""
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import PasswordField, StringField
+
+        from airflow_provider_metastudio.get_provider_info import CONN_FIELDS
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            secret = spec["schema"].get("format") == "password"
+            field_cls = PasswordField if secret else StringField
+            widget = BS3PasswordFieldWidget() if secret else BS3TextFieldWidget()
+            widgets[name] = field_cls(
+                lazy_gettext(spec["label"]),
+                widget=widget,
+                description=spec["description"],
+                default=spec["schema"].get("default"),
+            )
+        return widgets
+
+    def _set_config(self, config: MetaStudioConnectionConfig) -> None:
+        for secret in config.secrets:
+            mask_secret(secret)
+        self.__dict__["config"] = config
+
+    @cached_property
+    def config(self) -> MetaStudioConnectionConfig:
+        """The connection, looked up once per hook and validated."""
+        conn = self.get_connection(self.metastudio_conn_id)
+        if conn.password:  # mask before anything can fail and print it
+            mask_secret(conn.password)
+        config = MetaStudioConnectionConfig.from_connection(conn)
+        self._set_config(config)
+        return config
+
+    async def aget_config(self) -> MetaStudioConnectionConfig:
+        """The connection, looked up without blocking the event loop (for triggers)."""
+        if "config" not in self.__dict__:
+            conn = await aget_connection(self.metastudio_conn_id)
+            if conn.password:
+                mask_secret(conn.password)
+            self._set_config(MetaStudioConnectionConfig.from_connection(conn))
+        return self.config
+
+    @cached_property
+    def signer(self) -> AkSkSigner | None:
+        cfg = self.config
+        if cfg.auth_type != "aksk":
+            return None
+        assert cfg.ak and cfg.sk
+        return AkSkSigner(
+            cfg.ak, cfg.sk, project_id=cfg.project_id, security_token=cfg.security_token, clock=self.clock
+        )
+
+    def get_conn(self) -> requests.Session:
+        """The hook's keep-alive session (one per hook; connections are reused across calls)."""
+        if "_session" not in self.__dict__:
+            session = requests.Session()
+            session.headers["User-Agent"] = USER_AGENT
+            session.verify = self.config.verify
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self.__dict__["_session"] = session
+        return self.__dict__["_session"]
+
+    def _async_client(self) -> httpx.AsyncClient:
+        # An AsyncClient belongs to the event loop that created it; dag.test() runs every trigger in
+        # its own asyncio.run(), so a client from a previous loop is replaced, not reused.
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop or self._aclient.is_closed:
+            cfg = self.config
+            verify: bool | ssl.SSLContext = cfg.verify if isinstance(cfg.verify, bool) else ssl.create_default_context(cafile=cfg.verify)
+            self._aclient = httpx.AsyncClient(
+                headers={"User-Agent": USER_AGENT},
+                verify=verify,
+                timeout=httpx.Timeout(cfg.timeout[1], connect=cfg.timeout[0]),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                trust_env=False,
+            )
+            self._aclient_loop = loop
+        return self._aclient
+
+    async def aclose(self) -> None:
+        """Close the async client (triggers call this when they finish)."""
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
+
+    def close(self) -> None:
+        session = self.__dict__.pop("_session", None)
+        if session is not None:
+            session.close()
+
+    # -- building calls -------------------------------------------------------------------------
+
+    def _url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
+        base = self.config.endpoint + API_PREFIX.format(project_id=self.config.project_id) + "/" + path
+        q = canonical_query({k: v for k, v in (query or {}).items() if v is not None})
+        return f"{base}?{q}" if q else base
+
+    def _show_call(self, job_id: str) -> ApiCall:
+        return ApiCall("show", "GET", self._url("picture-modelings/" + validate_job_id(job_id)))
+
+    def _list_call(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        states: Any = None,
+        sort_key: str | None = None,
+        sort_dir: str | None = None,
+        create_since: datetime | str | None = None,
+        create_until: datetime | str | None = None,
+    ) -> ApiCall:
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise MetaStudioValidationError("page_size", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+        if not isinstance(offset, int) or offset < 0:
+            raise MetaStudioValidationError("offset", "must be a non-negative integer")
+        if sort_key is not None and sort_key not in SORT_KEYS:
+            raise MetaStudioValidationError("sort_key", f"{sort_key!r} is not one of {', '.join(SORT_KEYS)}")
+        if sort_dir is not None and sort_dir not in SORT_DIRS:
+            raise MetaStudioValidationError("sort_dir", f"{sort_dir!r} is not one of asc, desc")
+        state_param = None
+        if states:
+            values = [states] if isinstance(states, (str, JobState)) else list(states)
+            names = []
+            for value in values:
+                parsed = JobState.parse(value.value if isinstance(value, JobState) else value)
+                if parsed is None:
+                    raise MetaStudioValidationError("states", f"{value!r} is not a picture-modeling job state")
+                names.append(parsed.value)
+            state_param = ",".join(names)
+        query = {
+            "offset": offset,
+            "limit": limit,
+            "state": state_param,
+            "sort_key": sort_key,
+            "sort_dir": sort_dir,
+            "create_since": _rfc3339(create_since, "create_since"),
+            "create_until": _rfc3339(create_until, "create_until"),
+        }
+        return ApiCall("list", "GET", self._url("picture-modelings", query))
+
+    def _create_call(self, *, photo: Any, style_id: str, name: str, notify_url: str | None) -> ApiCall:
+        data, filename = _read_photo(photo)
+        ext = validate_photo(data)
+        fields = {"style_id": validate_text(style_id, "style_id", 64), "name": validate_text(name, "name")}
+        if notify_url is not None:
+            fields["notify_url"] = validate_http_url(notify_url, "notify_url")
+        boundary = uuid.uuid4().hex
+        parts: list[bytes] = []
+        for key, value in fields.items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+            )
+        # The file name goes into a header line: keep only harmless characters.
+        if not filename or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", filename):
+            filename = f"photo.{ext}"
+        mime = "image/png" if ext == "png" else "image/jpeg"
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: {mime}\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+        parts.append(f"--{boundary}--\r\n".encode())
+        return ApiCall(
+            "create",
+            "POST",
+            self._url("picture-modelings"),
+            body=b"".join(parts),
+            content_type=f"multipart/form-data; boundary={boundary}",
+            idempotent=False,
+        )
+
+    def _create_by_url_call(
+        self, *, picture_url: str, style_id: str, name: str, notify_url: str | None
+    ) -> ApiCall:
+        body: dict[str, str] = {
+            "picture_url": validate_http_url(picture_url, "picture_url"),
+            "style_id": validate_text(style_id, "style_id", 64),
+            "name": validate_text(name, "name"),
+        }
+        if notify_url is not None:
+            body["notify_url"] = validate_http_url(notify_url, "notify_url")
+        return ApiCall(
+            "create_by_url",
+            "POST",
+            self._url("picture-modelings-by-url"),
+            body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            content_type="application/json",
+            idempotent=False,
+        )
+
+    def _iam_call(self) -> ApiCall:
+        cfg = self.config
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": cfg.user, "password": cfg.password, "domain": {"name": cfg.domain}}
+                    },
+                },
+                "scope": {"project": {"id": cfg.project_id}},
+            }
+        }
+        return ApiCall(
+            "iam",
+            "POST",
+            f"{cfg.iam_endpoint}/v3/auth/tokens",
+            body=json.dumps(body).encode(),
+            content_type="application/json",
+            authenticated=False,
+        )
+
+    def _headers(self, call: ApiCall, token: str | None) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if call.content_type:
+            headers["Content-Type"] = call.content_type
+        if call.authenticated:
+            if token:
+                headers["X-Auth-Token"] = token
+            if self.config.app_user_id:
+                headers["X-App-UserId"] = self.config.app_user_id
+        return headers
+
+    # -- the two transports ---------------------------------------------------------------------
+
+    def _limiter(self, call: ApiCall) -> RateLimiter | None:
+        rates = self.config.rate_limits
+        if not rates or call.name not in rates:
+            return None
+        return get_limiter(self.config.endpoint, self.config.project_id, call.name, rates[call.name])
+
+    def _retrying_kwargs(self, call: ApiCall) -> dict[str, Any]:
+        """tenacity settings shared by the sync and async loops."""
+        refreshed = False
+
+        def retry(state: tenacity.RetryCallState) -> bool:
+            nonlocal refreshed
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is None:
+                return False
+            if (
+                isinstance(exc, MetaStudioAuthError)
+                and exc.status == 401
+                and self.config.auth_type == "password"
+                and call.authenticated
+                and not refreshed
+            ):
+                refreshed = True  # a cached token may have been revoked early: renew it once
+                self._invalidate_token()
+                return True
+            return _is_retryable(call, exc)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, MetaStudioAuthError):
+                return 0.0
+            if isinstance(exc, MetaStudioThrottledError) and exc.retry_after is not None:
+                limiter = self._limiter(call)
+                if limiter is not None:
+                    limiter.backoff(exc.retry_after)  # every caller of this tenant holds back
+                return exc.retry_after
+            return float(self._backoff(state))
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s; retrying in %.1fs (attempt %d of %d)",
+                exc,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.attempt_number + 1,
+                self.retry_limit + 1,
+            )
+
+        return {
+            "retry": retry,
+            "wait": wait,
+            "stop": tenacity.stop_after_attempt(self.retry_limit + 1),
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    @cached_property
+    def _backoff(self) -> tenacity.wait.wait_base:
+        return tenacity.wait_random_exponential(multiplier=self.retry_delay, max=self.retry_max_delay)
+
+    def _request(self, call: ApiCall) -> ApiResponse:
+        """Send ``call`` with retries (sync transport)."""
+        for attempt in tenacity.Retrying(**self._retrying_kwargs(call)):
+            with attempt:
+                return self._send(call)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _arequest(self, call: ApiCall) -> ApiResponse:
+        """Send ``call`` with retries (async transport)."""
+        async for attempt in tenacity.AsyncRetrying(**self._retrying_kwargs(call)):
+            with attempt:
+                return await self._asend(call)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, call: ApiCall) -> ApiResponse:
+        limiter = self._limiter(call)
+        if limiter is not None:
+            time.sleep(limiter.reserve())
+        token = self._get_token() if call.authenticated else None
+        auth = RequestsAkSkAuth(self.signer) if call.authenticated and self.signer else None
+        try:
+            with self.get_conn().request(
+                call.method,
+                call.url,
+                data=call.body,
+                headers=self._headers(call, token),
+                auth=auth,
+                timeout=self.config.timeout,
+                stream=True,
+                allow_redirects=False,
+            ) as resp:
+                body = b""
+                for chunk in resp.iter_content(65536):
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise _too_large(call, resp.status_code, resp.headers)
+                return parse_response(call.name, resp.status_code, resp.headers, body)
+        except requests.RequestException as e:
+            raise _transport_error(call, e) from None
+
+    async def _asend(self, call: ApiCall) -> ApiResponse:
+        await self.aget_config()
+        limiter = self._limiter(call)
+        if limiter is not None:
+            await asyncio.sleep(limiter.reserve())
+        token = await self._aget_token() if call.authenticated else None
+        auth = HttpxAkSkAuth(self.signer) if call.authenticated and self.signer else None
+        try:
+            async with self._async_client().stream(
+                call.method, call.url, content=call.body, headers=self._headers(call, token), auth=auth
+            ) as resp:
+                body = b""
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise _too_large(call, resp.status_code, resp.headers)
+                return parse_response(call.name, resp.status_code, resp.headers, body)
+        except httpx.HTTPError as e:
+            raise _transport_error(call, e) from None
+
+    # -- IAM tokens -----------------------------------------------------------------------------
+
+    def _token_key(self) -> str:
+        cfg = self.config
+        material = "\0".join([cfg.iam_endpoint or "", cfg.domain or "", cfg.user or "", cfg.password or "", cfg.project_id])
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def _cached_token(self) -> str | None:
+        cfg = self.config
+        if cfg.auth_type == "token":
+            return cfg.token
+        if cfg.auth_type != "password":
+            return None
+        with _TOKEN_LOCK:
+            entry = _TOKEN_CACHE.get(self._token_key())
+        if entry is None:
+            return None
+        token, issued, expires = entry
+        # Renew shortly before expiry: 5 minutes, or a tenth of the lifetime for short-lived tokens.
+        margin = min(timedelta(minutes=5), (expires - issued) / 10)
+        return token if self.clock() < expires - margin else None
+
+    def _store_token(self, resp: ApiResponse) -> str:
+        token = resp.headers.get("X-Subject-Token")
+        if not token:
+            raise MetaStudioInvalidResponseError(
+                describe("iam", resp.status, None, "no X-Subject-Token header in the answer", resp.request_id),
+                status=resp.status,
+                request_id=resp.request_id,
+                call="iam",
+            )
+        mask_secret(token)
+        expires_raw = (resp.data or {}).get("token", {}).get("expires_at") if isinstance(resp.data, dict) else None
+        expires = parse_time(expires_raw, "token.expires_at") or self.clock() + timedelta(hours=23)
+        with _TOKEN_LOCK:
+            _TOKEN_CACHE[self._token_key()] = (token, self.clock(), expires)
+        log.info("Obtained an IAM token for project %s, valid until %s", self.config.project_id, expires)
+        return token
+
+    def _invalidate_token(self) -> None:
+        with _TOKEN_LOCK:
+            _TOKEN_CACHE.pop(self._token_key(), None)
+
+    def _get_token(self) -> str | None:
+        token = self._cached_token()
+        if token or self.config.auth_type != "password":
+            return token
+        return self._store_token(self._request(self._iam_call()))
+
+    async def _aget_token(self) -> str | None:
+        token = self._cached_token()
+        if token or self.config.auth_type != "password":
+            return token
+        return self._store_token(await self._arequest(self._iam_call()))
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def get_picture_modeling_job(self, job_id: str) -> PictureModelingJob:
+        """Return a job's details (``GET .../picture-modelings/{job_id}``).
+
+        :param job_id: the job id returned by a create call.
+        """
+        return PictureModelingJob.from_api(self._request(self._show_call(job_id)).data)
+
+    async def aget_picture_modeling_job(self, job_id: str) -> PictureModelingJob:
+        """Async twin of :meth:`get_picture_modeling_job` for triggers."""
+        job, _ = await self.aget_picture_modeling_job_with_request_id(job_id)
+        return job
+
+    def get_picture_modeling_job_with_request_id(self, job_id: str) -> tuple[PictureModelingJob, str | None]:
+        """Like :meth:`get_picture_modeling_job`, also returning the answer's ``X-Request-Id`` for logs."""
+        resp = self._request(self._show_call(job_id))
+        return PictureModelingJob.from_api(resp.data), resp.request_id
+
+    async def aget_picture_modeling_job_with_request_id(
+        self, job_id: str
+    ) -> tuple[PictureModelingJob, str | None]:
+        await self.aget_config()
+        resp = await self._arequest(self._show_call(job_id))
+        return PictureModelingJob.from_api(resp.data), resp.request_id
+
+    def list_picture_modeling_jobs_page(
+        self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
+    ) -> tuple[int, list[PictureModelingJob]]:
+        """One page of the list call: ``(count of all matches, jobs on this page)``.
+
+        :param filters: ``states``, ``sort_key``, ``sort_dir``, ``create_since``, ``create_until``.
+        """
+        return _parse_page(self._request(self._list_call(offset=offset, limit=limit, **filters)))
+
+    async def alist_picture_modeling_jobs_page(
+        self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
+    ) -> tuple[int, list[PictureModelingJob]]:
+        await self.aget_config()
+        return _parse_page(await self._arequest(self._list_call(offset=offset, limit=limit, **filters)))
+
+    def list_picture_modeling_jobs(
+        self,
+        *,
+        states: Any = None,
+        sort_key: str | None = None,
+        sort_dir: str | None = None,
+        create_since: datetime | str | None = None,
+        create_until: datetime | str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[PictureModelingJob]:
+        """Yield every job matching the filters, following offset paging to the end.
+
+        :param states: one state or several (``JobState`` or strings).
+        :param sort_key: ``create_time``, ``update_time`` or ``asset_order``.
+        :param sort_dir: ``asc`` or ``desc``.
+        :param create_since: only jobs created at or after this time (RFC 3339 string or aware datetime).
+        :param create_until: only jobs created at or before this time.
+        :param page_size: jobs per request, 1-100.
+        """
+        filters = dict(
+            states=states, sort_key=sort_key, sort_dir=sort_dir, create_since=create_since, create_until=create_until
+        )
+        self._list_call(offset=0, limit=page_size, **filters)  # validate before the first yield
+        offset = 0
+        while True:
+            count, jobs = self.list_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
+            yield from jobs
+            offset += len(jobs)
+            if not jobs or offset >= count:
+                return
+
+    async def alist_picture_modeling_jobs(
+        self,
+        *,
+        states: Any = None,
+        sort_key: str | None = None,
+        sort_dir: str | None = None,
+        create_since: datetime | str | None = None,
+        create_until: datetime | str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[PictureModelingJob]:
+        """Async twin of :meth:`list_picture_modeling_jobs`."""
+        filters = dict(
+            states=states, sort_key=sort_key, sort_dir=sort_dir, create_since=create_since, create_until=create_until
+        )
+        offset = 0
+        while True:
+            count, jobs = await self.alist_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
+            for job in jobs:
+                yield job
+            offset += len(jobs)
+            if not jobs or offset >= count:
+                return
+
+    def create_picture_modeling_job(
+        self, *, photo: str | os.PathLike[str] | bytes | IO[bytes], style_id: str, name: str, notify_url: str | None = None
+    ) -> CreatedJob:
+        """Create a job from a photo upload (multipart ``POST .../picture-modelings``).
+
+        :param photo: a path, the bytes, or a binary file object of a jpg/jpeg/png photo.
+        :param style_id: e.g. ``system_male_001``.
+        :param name: the model's name.
+        :param notify_url: optional callback URL for the service.
+        """
+        call = self._create_call(photo=photo, style_id=style_id, name=name, notify_url=notify_url)
+        return self._created(self._request(call))
+
+    def create_picture_modeling_job_by_url(
+        self, *, picture_url: str, style_id: str, name: str, notify_url: str | None = None
+    ) -> CreatedJob:
+        """Create a job from a photo URL (``POST .../picture-modelings-by-url``).
+
+        :param picture_url: http(s) URL of a jpg/jpeg/png photo the service can download.
+        :param style_id: e.g. ``system_male_001``.
+        :param name: the model's name.
+        :param notify_url: optional callback URL for the service.
+        """
+        call = self._create_by_url_call(picture_url=picture_url, style_id=style_id, name=name, notify_url=notify_url)
+        return self._created(self._request(call))
+
+    def _created(self, resp: ApiResponse) -> CreatedJob:
+        data = resp.data if isinstance(resp.data, dict) else {}
+        job_id, asset_id = data.get("job_id"), data.get("model_asset_id")
+        if not isinstance(job_id, str) or not job_id:
+            raise MetaStudioInvalidResponseError(
+                describe("create", resp.status, None, "the answer has no job_id", resp.request_id),
+                status=resp.status,
+                request_id=resp.request_id,
+                call="create",
+            )
+        log.info(
+            "Created picture modeling job %s (model_asset_id=%s, X-Request-Id: %s)", job_id, asset_id, resp.request_id
+        )
+        return CreatedJob(job_id, asset_id or "")
+
+    def wait_for_picture_modeling_job(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float = 30.0,
+        timeout: float | None = 3600.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> PictureModelingJob:
+        """Block until the job reaches a terminal state and return it (whatever that state is).
+
+        :param poll_interval: seconds between polls.
+        :param timeout: seconds before :class:`MetaStudioWaitTimeout`; None waits forever.
+        """
+        validate_job_id(job_id)
+        progress = JobProgress(job_id, log, clock=monotonic)
+        deadline = None if timeout is None else progress.started + timeout
+        while True:
+            job, request_id = self.get_picture_modeling_job_with_request_id(job_id)
+            progress.observe(job, request_id)
+            if job.is_terminal:
+                return job
+            if deadline is not None and monotonic() + poll_interval > deadline:
+                raise MetaStudioWaitTimeout(
+                    f"Picture modeling job {job_id} still {job.state} after {progress.elapsed():.0f}s "
+                    f"(timeout {timeout:.0f}s)",
+                    call="show",
+                )
+            sleep(poll_interval)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call (list, one job). Never raises."""
+        try:
+            count, _ = self.list_picture_modeling_jobs_page(offset=0, limit=1)
+        except MetaStudioError as e:
+            return False, str(e)
+        except Exception as e:  # the UI shows the message; no secret is part of it
+            return False, f"{type(e).__name__}: {e}"
+        return True, f"Connection successfully tested: project {self.config.project_id}, {count} picture modeling jobs"
+
+
+def _parse_page(resp: ApiResponse) -> tuple[int, list[PictureModelingJob]]:
+    data = resp.data
+    if not isinstance(data, dict) or not isinstance(data.get("picture_modeling_jobs", []), list):
+        raise MetaStudioInvalidResponseError(
+            describe("list", resp.status, None, "the answer has no picture_modeling_jobs list", resp.request_id),
+            status=resp.status,
+            request_id=resp.request_id,
+            call="list",
+        )
+    jobs = [PictureModelingJob.from_api(item) for item in data.get("picture_modeling_jobs") or []]
+    count = data.get("count")
+    return (count if isinstance(count, int) else len(jobs)), jobs
+
+
+def _too_large(call: ApiCall, status: int, headers: Mapping[str, str]) -> MetaStudioInvalidResponseError:
+    request_id = headers.get("X-Request-Id")
+    return MetaStudioInvalidResponseError(
+        describe(call.name, status, None, f"response body larger than {MAX_RESPONSE_BYTES} bytes", request_id),
+        status=status,
+        request_id=request_id,
+        call=call.name,
+    )
+
+
+def _rfc3339(value: datetime | str | None, field_name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise MetaStudioValidationError(field_name, "must be timezone-aware")
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parse_time(value, field_name)  # raises on garbage
+    return value
+
+
+def _read_photo(photo: Any) -> tuple[bytes, str | None]:
+    if isinstance(photo, (bytes, bytearray, memoryview)):
+        return bytes(photo), None
+    if isinstance(photo, (str, os.PathLike)):
+        path = os.fspath(photo)
+        if not os.path.isfile(path):
+            raise MetaStudioValidationError("photo", f"{path!r} is not a file")
+        size = os.path.getsize(path)
+        from airflow_provider_metastudio.validation import MAX_PHOTO_BYTES
+
+        if size > MAX_PHOTO_BYTES:
+            raise MetaStudioValidationError("photo", f"{size} bytes, at most {MAX_PHOTO_BYTES} accepted")
+        with open(path, "rb") as f:
+            return f.read(), os.path.basename(path)
+    if hasattr(photo, "read"):
+        data = photo.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise MetaStudioValidationError("photo", "file object must be opened in binary mode")
+        name = getattr(photo, "name", None)
+        return bytes(data), os.path.basename(name) if isinstance(name, str) else None
+    raise MetaStudioValidationError("photo", f"expected a path, bytes or a binary file object, got {type(photo).__name__}")

@@ -1,0 +1,71 @@
+"""One log line per job state change, shared by the hook's wait, the sensor and the trigger."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from airflow_provider_metastudio.models import JobState, PictureModelingJob, redact_url
+
+
+class JobProgress:
+    """Remembers a job's last seen state and logs only when it changes.
+
+    Polls that find nothing new are logged at DEBUG: a sensor that waits an hour at a 30 s interval
+    writes a handful of INFO lines, not 120.
+
+    :param job_id: the job being watched.
+    :param log: where to write.
+    :param started: monotonic start of the wait (elapsed times are measured from it).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+        *,
+        started: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job_id = job_id
+        self.log = log
+        self._clock = clock
+        self.started = clock() if started is None else started
+        self.last_state: str | None = None
+        self._warned_unknown: set[str] = set()
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
+
+    def observe(self, job: PictureModelingJob, request_id: str | None = None) -> bool:
+        """Log the job's state if it changed; return True when it did."""
+        if job.state == self.last_state:
+            self.log.debug("Picture modeling job %s still %s (X-Request-Id: %s)", job.job_id, job.state, request_id)
+            return False
+        previous, self.last_state = self.last_state, job.state
+        if JobState.parse(job.state) is None and job.state not in self._warned_unknown:
+            self._warned_unknown.add(job.state)
+            self.log.warning(
+                "Picture modeling job %s reports state %r, which this provider does not know; "
+                "treating it as not finished (X-Request-Id: %s)",
+                job.job_id,
+                job.state,
+                request_id,
+            )
+            return True
+        detail = ""
+        if job.is_failure and job.error_info:
+            detail = f" error {job.error_code}: {job.error_msg}"
+        elif job.is_terminal:
+            detail = f" model_asset_id={job.model_asset_id} cover={redact_url(job.model_cover_url)}"
+        self.log.info(
+            "Picture modeling job %s: %s -> %s after %.1fs%s (X-Request-Id: %s)",
+            job.job_id,
+            previous or "(first look)",
+            job.state,
+            self.elapsed(),
+            detail,
+            request_id,
+        )
+        return True

@@ -103,4 +103,23 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_metastudio.hooks.metastudio"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "Huawei Cloud MetaStudio",
+                "python-modules": ["airflow_provider_metastudio.triggers.picture_modeling"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Huawei Cloud MetaStudio",
+                "python-modules": ["airflow_provider_metastudio.sensors.picture_modeling"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Huawei Cloud MetaStudio",
+                "python-modules": ["airflow_provider_metastudio.operators.picture_modeling"],
+            }
+        ],
+        "extra-links": ["airflow_provider_metastudio.links.picture_modeling.MetaStudioPictureModelingJobLink"],
     }

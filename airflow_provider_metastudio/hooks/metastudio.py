@@ -47,7 +47,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioWaitTimeout,
     describe,
 )
-from airflow_provider_metastudio.models import JobState, PictureModelingJob, parse_time
+from airflow_provider_metastudio.models import JobState, PictureModelingJob, cover_url_expiry, parse_time
 from airflow_provider_metastudio.progress import JobProgress
 from airflow_provider_metastudio.ratelimit import RateLimiter, get_limiter
 from airflow_provider_metastudio.validation import (
@@ -67,6 +67,14 @@ MAX_PAGE_SIZE = 100
 # a broken gateway, not data, and must not be loaded into a worker's memory.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = f"airflow-provider-metastudio/{__version__}"
+
+
+class JobPage(NamedTuple):
+    """One page of the list call."""
+
+    count: int  # all jobs matching the filters, not just this page
+    jobs: list[PictureModelingJob]
+    request_id: str | None
 
 
 class CreatedJob(NamedTuple):
@@ -712,8 +720,8 @@ class MetaStudioHook(BaseHook):
 
     def list_picture_modeling_jobs_page(
         self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
-    ) -> tuple[int, list[PictureModelingJob]]:
-        """One page of the list call: ``(count of all matches, jobs on this page)``.
+    ) -> JobPage:
+        """One page of the list call: count of all matches, the jobs on this page, request id.
 
         :param filters: ``states``, ``sort_key``, ``sort_dir``, ``create_since``, ``create_until``.
         """
@@ -721,7 +729,7 @@ class MetaStudioHook(BaseHook):
 
     async def alist_picture_modeling_jobs_page(
         self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
-    ) -> tuple[int, list[PictureModelingJob]]:
+    ) -> JobPage:
         await self.aget_config()
         return _parse_page(await self._arequest(self._list_call(offset=offset, limit=limit, **filters)))
 
@@ -750,7 +758,7 @@ class MetaStudioHook(BaseHook):
         self._list_call(offset=0, limit=page_size, **filters)  # validate before the first yield
         offset = 0
         while True:
-            count, jobs = self.list_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
+            count, jobs, _ = self.list_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
             yield from jobs
             offset += len(jobs)
             if not jobs or offset >= count:
@@ -772,7 +780,7 @@ class MetaStudioHook(BaseHook):
         )
         offset = 0
         while True:
-            count, jobs = await self.alist_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
+            count, jobs, _ = await self.alist_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
             for job in jobs:
                 yield job
             offset += len(jobs)
@@ -850,10 +858,53 @@ class MetaStudioHook(BaseHook):
                 )
             sleep(poll_interval)
 
+    def download_cover(self, cover_url: str, out: IO[bytes]) -> int:
+        """Stream a job's pre-signed cover picture into ``out``; return the number of bytes.
+
+        The URL is a bearer credential that expires (its ``Expires``); it is never logged whole.
+
+        :param cover_url: the job's ``model_cover_url``.
+        :param out: a binary file object (a local file or an ``ObjectStoragePath`` opened ``wb``).
+        """
+        call = ApiCall("cover", "GET", validate_http_url(cover_url, "model_cover_url"), authenticated=False)
+        for attempt in tenacity.Retrying(**self._retrying_kwargs(call)):
+            with attempt:
+                return self._download_once(call, out)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _download_once(self, call: ApiCall, out: IO[bytes]) -> int:
+        try:
+            with self.get_conn().get(call.url, stream=True, timeout=self.config.timeout) as resp:
+                if resp.status_code != 200:
+                    body = resp.raw.read(65536, decode_content=True) or b""
+                    try:
+                        parse_response("cover", resp.status_code, resp.headers, body)
+                    except MetaStudioAuthError as e:
+                        expires = cover_url_expiry(call.url)
+                        raise MetaStudioAuthError(
+                            f"{e} - the cover URL is refused; it expires at {expires}, copy covers "
+                            "soon after the job ends",
+                            status=e.status,
+                            error_code=e.error_code,
+                            error_msg=e.error_msg,
+                            request_id=e.request_id,
+                            call="cover",
+                        ) from None
+                if hasattr(out, "seekable") and out.seekable():  # a retry starts the file over
+                    out.seek(0)
+                    out.truncate()
+                size = 0
+                for chunk in resp.iter_content(1 << 16):
+                    out.write(chunk)
+                    size += len(chunk)
+                return size
+        except requests.RequestException as e:
+            raise _transport_error(call, e) from None
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call (list, one job). Never raises."""
         try:
-            count, _ = self.list_picture_modeling_jobs_page(offset=0, limit=1)
+            count = self.list_picture_modeling_jobs_page(offset=0, limit=1).count
         except MetaStudioError as e:
             return False, str(e)
         except Exception as e:  # the UI shows the message; no secret is part of it
@@ -861,7 +912,7 @@ class MetaStudioHook(BaseHook):
         return True, f"Connection successfully tested: project {self.config.project_id}, {count} picture modeling jobs"
 
 
-def _parse_page(resp: ApiResponse) -> tuple[int, list[PictureModelingJob]]:
+def _parse_page(resp: ApiResponse) -> JobPage:
     data = resp.data
     if not isinstance(data, dict) or not isinstance(data.get("picture_modeling_jobs", []), list):
         raise MetaStudioInvalidResponseError(
@@ -872,7 +923,7 @@ def _parse_page(resp: ApiResponse) -> tuple[int, list[PictureModelingJob]]:
         )
     jobs = [PictureModelingJob.from_api(item) for item in data.get("picture_modeling_jobs") or []]
     count = data.get("count")
-    return (count if isinstance(count, int) else len(jobs)), jobs
+    return JobPage(count if isinstance(count, int) else len(jobs), jobs, resp.request_id)
 
 
 def _too_large(call: ApiCall, status: int, headers: Mapping[str, str]) -> MetaStudioInvalidResponseError:

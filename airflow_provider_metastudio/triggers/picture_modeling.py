@@ -1,0 +1,168 @@
+"""Trigger that waits in the triggerer until a picture-modeling job reaches a terminal state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_metastudio.exceptions import MetaStudioError
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.models import PictureModelingJob
+from airflow_provider_metastudio.progress import JobProgress
+from airflow_provider_metastudio.triggers.poller import acquire, release
+from airflow_provider_metastudio.validation import validate_job_id
+
+
+def job_event(job: PictureModelingJob, accept_partial_success: bool) -> dict[str, Any]:
+    """The event payload for a terminal job: ``success`` or ``failed``. Shared with the poller."""
+    if job.is_success(accept_partial_success):
+        return {
+            "status": "success",
+            "job_id": job.job_id,
+            "job": job.to_dict(),
+            "message": f"Picture modeling job {job.job_id} ended {job.state}",
+        }
+    return {
+        "status": "failed",
+        "job_id": job.job_id,
+        "state": job.state,
+        "error_code": job.error_code,
+        "error_msg": job.error_msg,
+        "job": job.to_dict(),
+        "message": f"Picture modeling job {job.job_id} ended {job.state}"
+        + (f": {job.error_code} {job.error_msg}" if job.error_info else ""),
+    }
+
+
+class MetaStudioPictureModelingJobTrigger(BaseTrigger):
+    """Poll a picture-modeling job until it ends, then fire exactly one event.
+
+    Events (``status``): ``success`` (``job`` as a plain dict), ``failed`` (FAILED, CANCELED, or
+    PARTIAL_SUCCEED when not accepted; with ``error_code``/``error_msg``), ``timeout`` (past
+    ``end_time``) or ``error`` (an exception retries did not cure; with its status, code and
+    request id).
+
+    :param job_id: the job to watch.
+    :param metastudio_conn_id: the ``metastudio`` connection.
+    :param poll_interval: seconds between polls.
+    :param end_time: absolute deadline, ``time.time()`` seconds.
+    :param accept_partial_success: whether PARTIAL_SUCCEED (model made, cover missing) is success.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        end_time: float,
+        metastudio_conn_id: str = MetaStudioHook.default_conn_name,
+        poll_interval: float = 30.0,
+        accept_partial_success: bool = True,
+    ) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.end_time = float(end_time)
+        self.metastudio_conn_id = metastudio_conn_id
+        self.poll_interval = float(poll_interval)
+        self.accept_partial_success = bool(accept_partial_success)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        # Plain values only: the triggerer stores these in its database. No client, no secret.
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "end_time": self.end_time,
+                "metastudio_conn_id": self.metastudio_conn_id,
+                "poll_interval": self.poll_interval,
+                "accept_partial_success": self.accept_partial_success,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # All triggers of a tenant in this event loop share one poller (see triggers/poller.py):
+        # the list call answers for all their jobs at once, within the service's quota.
+        hook = MetaStudioHook(self.metastudio_conn_id)
+        progress = JobProgress(self.job_id, self.log)
+        poller = None
+        try:
+            validate_job_id(self.job_id)
+            poller = await acquire(hook)
+            watch = poller.watch(self.job_id, self.poll_interval, on_state=progress.observe)
+            try:
+                remaining = max(self.end_time - time.time(), 0.0)
+                job = await asyncio.wait_for(asyncio.shield(watch.future), timeout=remaining)
+            except asyncio.TimeoutError:
+                yield TriggerEvent(self._timeout_event(progress.last_state))
+                return
+            finally:
+                poller.unwatch(watch)
+            yield TriggerEvent(job_event(job, self.accept_partial_success))
+        except MetaStudioError as e:
+            yield TriggerEvent({"status": "error", "job_id": self.job_id, **_error_fields(e)})
+        except Exception as e:  # any other failure must still end the wait with an event
+            self.log.exception("Unexpected error while waiting for picture modeling job %s", self.job_id)
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "job_id": self.job_id,
+                    "message": f"{type(e).__name__}: {e}",
+                    "error_type": type(e).__name__,
+                }
+            )
+        finally:
+            if poller is not None:
+                await release(poller)
+            if poller is None or poller.hook is not hook:
+                await hook.aclose()
+
+    def _timeout_event(self, last_state: str | None) -> dict[str, Any]:
+        return {
+            "status": "timeout",
+            "job_id": self.job_id,
+            "last_state": last_state,
+            "message": f"Picture modeling job {self.job_id} did not finish before the deadline "
+            f"(last state {last_state})",
+        }
+
+
+def _error_fields(e: MetaStudioError) -> dict[str, Any]:
+    d = e.to_dict()
+    return {
+        "message": d["message"],
+        "error_type": d["type"],
+        "status_code": d["status"],
+        "error_code": d["error_code"],
+        "error_msg": d["error_msg"],
+        "request_id": d["request_id"],
+    }
+
+
+def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) -> dict[str, Any]:
+    """Turn a trigger event back into the job (success) or the matching exception.
+
+    Shared by the sensor and the operators so a deferred wait ends exactly like a blocking one.
+
+    :param timeout_exc: what a ``timeout`` event raises (``AirflowSensorTimeout`` for the sensor, so
+        ``soft_fail`` applies).
+    """
+    from airflow_provider_metastudio.exceptions import MetaStudioJobFailedError
+
+    if not event or "status" not in event:
+        raise MetaStudioError(f"Malformed trigger event: {event!r:.200}")
+    status = event["status"]
+    if status == "success":
+        return event["job"]
+    if status == "failed":
+        raise MetaStudioJobFailedError(event["job_id"], event["state"], event.get("error_code"), event.get("error_msg"))
+    if status == "timeout":
+        raise timeout_exc(event["message"])
+    raise MetaStudioError(
+        event.get("message", "unknown error"),
+        status=event.get("status_code"),
+        error_code=event.get("error_code"),
+        error_msg=event.get("error_msg"),
+        request_id=event.get("request_id"),
+    )

@@ -9,12 +9,16 @@ same object serves the sync and the async clients.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 DEFAULT_RATES: Mapping[str, float] = {"show": 1.0, "list": 1.0, "create": 1.0, "create_by_url": 2.0}
+# The gateway measures *arrival* times, which jitter by tens of milliseconds after a request's slot
+# (signing, scheduling, the network): spacing requests exactly 1/rate apart still draws 429s.
+HEADROOM = 0.1
 
 
 class RateLimiter:
@@ -23,12 +27,19 @@ class RateLimiter:
     :param rate: requests per second.
     :param burst: how many requests may go out back to back after an idle period.
     :param clock: monotonic seconds; injectable for tests.
+    :param headroom: extra spacing, as a share of ``1/rate``.
     """
 
-    def __init__(self, rate: float, burst: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        headroom: float = 0.0,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
-        self.interval = 1.0 / rate
+        self.interval = (1.0 + headroom) / rate
         self.tolerance = max(burst - 1.0, 0.0) * self.interval
         self._clock = clock
         self._next = 0.0  # earliest time the next request conforms (theoretical arrival time)
@@ -45,7 +56,8 @@ class RateLimiter:
     def backoff(self, seconds: float) -> None:
         """After a 429 with ``Retry-After``: no request from this process before ``seconds`` from now."""
         with self._lock:
-            self._next = max(self._next, self._clock() + seconds)
+            # reserve() lets a burst start `tolerance` before _next: add it, or a burst would go early.
+            self._next = max(self._next, self._clock() + seconds + self.tolerance)
 
 
 _LIMITERS: dict[tuple[Any, ...], RateLimiter] = {}
@@ -61,14 +73,19 @@ def parse_rate_limits(value: Any) -> dict[str, float] | None:
         return dict(DEFAULT_RATES)
     if value is False or (isinstance(value, str) and value.strip().lower() in ("false", "off", "none", "0")):
         return None
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = json.loads(value)  # a connection form stores the field as text; errors are ValueErrors
     if not isinstance(value, Mapping):
         raise ValueError(f"rate_limits must be a mapping of call to requests/second or false, got {value!r:.60}")
     rates = dict(DEFAULT_RATES)
     for call, rate in value.items():
         if call not in DEFAULT_RATES:
             raise ValueError(f"rate_limits: unknown call {call!r}; known: {', '.join(DEFAULT_RATES)}")
-        rates[call] = float(rate)
-        if rates[call] <= 0:
+        try:
+            rates[call] = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"rate_limits: {call} must be a number, got {rate!r:.30}") from None
+        if not rates[call] > 0:  # also refuses NaN
             raise ValueError(f"rate_limits: {call} must be positive")
     return rates
 
@@ -79,5 +96,5 @@ def get_limiter(endpoint: str, project_id: str, call: str, rate: float) -> RateL
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get(key)
         if limiter is None:
-            limiter = _LIMITERS[key] = RateLimiter(rate)
+            limiter = _LIMITERS[key] = RateLimiter(rate, headroom=HEADROOM)
         return limiter

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -23,6 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "example_metastudio_picture_modeling"
 BIN = Path(sys.executable).parent
+# The provider's own progress lines, without Airflow's timestamp/logger decorations.
+PROGRESS_LINE = re.compile(
+    r"(Created picture modeling job|Picture modeling job|Copied the cover|Obtained an IAM token).*?"
+    r"(?=\s+\[[a-z_.]+(\.[A-Za-z_]+)*\]\s+loc=|$)"
+)
 
 
 def redact(url: str | None) -> str | None:
@@ -109,8 +115,9 @@ def main() -> int:
         log_path = home / "dags_test.log"
         log_path.write_text(run.stdout + run.stderr)
         for line in (run.stdout + run.stderr).splitlines():
-            if "Picture modeling job" in line or "Created picture modeling job" in line or "Copied the cover" in line:
-                print("    " + line.strip()[-220:])
+            match = PROGRESS_LINE.search(line)
+            if match:
+                print("    " + match.group(0).strip())
         if run.returncode != 0:
             print((run.stdout + run.stderr)[-6000:])
             print(f"==> airflow dags test failed (exit {run.returncode}); full log in {log_path}")

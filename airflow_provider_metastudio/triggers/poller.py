@@ -58,7 +58,10 @@ class Watch:
     future: asyncio.Future[PictureModelingJob]
     next_due: float = 0.0
     confirmed: bool = False  # seen running after the first finished scan
-    needs_details: bool = False  # only a details call can tell (unknown state, ended long ago)
+    # Round in which a full pass of the running list missed it. If the next finished scan does not
+    # find it either, it ended before the first scan (or is gone): a details call must tell.
+    missed_in_round: int | None = None
+    needs_details: bool = False  # in a state the contract does not list: only details can tell
     on_state: Callable[[PictureModelingJob, str | None], object] | None = field(default=None, repr=False)
 
     def observe(self, job: PictureModelingJob, request_id: str | None) -> None:
@@ -146,12 +149,12 @@ class TenantPoller:
     async def _round(self) -> None:
         self.rounds += 1
         started = time.monotonic()
-        pending = [w for ws in self.watches.values() for w in ws]
-        for w in pending:
-            w.next_due = started + w.interval
+        for ws in self.watches.values():
+            for w in ws:
+                w.next_due = started + w.interval
         await self._finished_scan()
-        await self._confirm_new()
         await self._details_where_needed()
+        await self._confirm_new()
 
     async def _list(self, states: list[str], offset: int, **kw: Any) -> JobPage:
         self.calls += 1
@@ -195,19 +198,23 @@ class TenantPoller:
                         w.observe(job, request_id)
             self._confirm_offset += len(jobs)
             if not jobs or self._confirm_offset >= count:
-                # A full pass did not find them running: ended before the first finished scan,
-                # in a state the contract does not list, or gone. Only a details call can say.
+                # A full pass did not find them running: they ended since the last finished scan
+                # (the next one will say), long before it, are in an unlisted state, or are gone.
                 for job_id in unconfirmed & self._confirm_batch:
                     for w in self.watches.get(job_id, []):
-                        w.needs_details = True
+                        if w.missed_in_round is None:
+                            w.missed_in_round = self.rounds
                 self._confirm_offset = 0
                 return
             if not unconfirmed:
                 self._confirm_offset = 0
                 return
 
+    def _needs_details(self, w: Watch) -> bool:
+        return w.needs_details or (w.missed_in_round is not None and w.missed_in_round < self.rounds)
+
     async def _details_where_needed(self) -> None:
-        for job_id in [j for j, ws in self.watches.items() if any(w.needs_details for w in ws)]:
+        for job_id in [j for j, ws in self.watches.items() if any(self._needs_details(w) for w in ws)]:
             try:
                 job, request_id = await self.hook.aget_picture_modeling_job_with_request_id(job_id)
             except MetaStudioNotFoundError as e:
@@ -219,8 +226,9 @@ class TenantPoller:
                 continue
             for w in self.watches.get(job_id, []):
                 w.observe(job, request_id)
-                if job.known_state is not None:  # running after all: the lists will report it
-                    w.needs_details, w.confirmed = False, True
+                w.missed_in_round = None
+                w.confirmed = job.known_state is not None  # running after all: the lists will report it
+                w.needs_details = not w.confirmed
 
     def _resolve(self, job: PictureModelingJob, request_id: str | None) -> None:
         for w in self.watches.pop(job.job_id, []):

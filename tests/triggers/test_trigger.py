@@ -1,0 +1,205 @@
+"""The trigger and its shared tenant poller, run in real event loops against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from airflow_provider_metastudio.triggers import poller as poller_module
+from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
+
+CLASSPATH = "airflow_provider_metastudio.triggers.picture_modeling.MetaStudioPictureModelingJobTrigger"
+FAST = pytest.mark.metastudio_emulator(waiting_seconds=0.3, processing_seconds=0.7, quotas_enabled=False)
+
+
+def _trigger(job_id: str, *, interval: float = 0.2, within: float = 30.0, **kw) -> MetaStudioPictureModelingJobTrigger:
+    return MetaStudioPictureModelingJobTrigger(job_id=job_id, end_time=time.time() + within, poll_interval=interval, **kw)
+
+
+async def _events(trigger: MetaStudioPictureModelingJobTrigger) -> list[dict]:
+    return [e.payload async for e in trigger.run()]
+
+
+def test_serialize_holds_plain_values_only():
+    trigger = MetaStudioPictureModelingJobTrigger(
+        job_id="job-1", end_time=1234.5, metastudio_conn_id="ms", poll_interval=7, accept_partial_success=False
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASSPATH
+    assert kwargs == {
+        "job_id": "job-1",
+        "end_time": 1234.5,
+        "metastudio_conn_id": "ms",
+        "poll_interval": 7.0,
+        "accept_partial_success": False,
+    }
+    rebuilt = MetaStudioPictureModelingJobTrigger(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+@FAST
+def test_success_event_carries_the_job(metastudio_emulator, metastudio_connection):
+    job = metastudio_emulator.create_job(name="ok")
+    events = asyncio.run(_events(_trigger(job["job_id"])))
+    assert len(events) == 1
+    event = events[0]
+    assert event["status"] == "success"
+    assert event["job"]["job_id"] == job["job_id"]
+    assert event["job"]["state"] == "SUCCEED"
+    assert event["job"]["model_asset_id"] == job["model_asset_id"]
+    assert event["job"]["model_cover_url_expires_at"]
+
+
+@FAST
+@pytest.mark.parametrize(
+    "outcome, accept, status",
+    [
+        ("FAILED", True, "failed"),
+        ("CANCELED", True, "failed"),
+        ("PARTIAL_SUCCEED", True, "success"),
+        ("PARTIAL_SUCCEED", False, "failed"),
+    ],
+    ids=["failed", "canceled", "partial-accepted", "partial-refused"],
+)
+def test_terminal_outcomes(outcome, accept, status, metastudio_emulator, metastudio_connection):
+    job = metastudio_emulator.create_job(name="x", outcome=outcome)
+    (event,) = asyncio.run(_events(_trigger(job["job_id"], accept_partial_success=accept)))
+    assert event["status"] == status
+    assert event["job"]["state"] == outcome
+    if outcome == "FAILED":
+        info = metastudio_emulator.get_job(job["job_id"])["error_info"]
+        assert (event["error_code"], event["error_msg"]) == (info["error_code"], info["error_msg"])
+
+
+@FAST
+def test_timeout_event_after_deadline(metastudio_emulator, metastudio_connection):
+    job = metastudio_emulator.create_job(name="slow", waiting_seconds=3600)
+    started = time.monotonic()
+    (event,) = asyncio.run(_events(_trigger(job["job_id"], within=3.0)))
+    assert event["status"] == "timeout"
+    assert event["last_state"] == "WAITING"
+    assert time.monotonic() - started < 10
+
+
+@FAST
+def test_unknown_job_is_an_error_event_with_status_code_and_request_id(metastudio_emulator, metastudio_connection):
+    (event,) = asyncio.run(_events(_trigger("f503894a-20e2-4274-ad88-8364f59a93da_SMS")))
+    assert event["status"] == "error"
+    assert event["status_code"] == 404
+    assert event["error_code"]
+    assert event["request_id"]
+    assert event["request_id"] in event["message"]
+
+
+@FAST
+def test_invalid_job_id_is_an_error_event_without_any_request(metastudio_emulator, metastudio_connection):
+    (event,) = asyncio.run(_events(_trigger("../etc/passwd")))
+    assert event["status"] == "error"
+    assert "job_id" in event["message"]
+    assert metastudio_emulator.counters()["total"] == 0
+
+
+@FAST
+def test_job_finished_long_before_the_wait_is_found(metastudio_emulator, metastudio_connection):
+    old = metastudio_emulator.create_job(name="old", waiting_seconds=0, processing_seconds=0)
+    metastudio_emulator.clock.advance(3600)  # ended an hour before anyone watched it
+    for i in range(3):
+        metastudio_emulator.create_job(name=f"recent-{i}", waiting_seconds=0, processing_seconds=0)
+    (event,) = asyncio.run(_events(_trigger(old["job_id"])))
+    assert event["status"] == "success"
+    assert event["job"]["job_id"] == old["job_id"]
+
+
+@FAST
+def test_unknown_state_keeps_waiting_with_one_warning(metastudio_emulator, metastudio_connection, caplog):
+    job = metastudio_emulator.create_job(name="odd", waiting_seconds=3600)
+    metastudio_emulator.set_state(job["job_id"], "ARCHIVING")
+
+    async def scenario():
+        task = asyncio.ensure_future(_events(_trigger(job["job_id"], interval=0.1)))
+        await asyncio.sleep(1.5)
+        assert not task.done()
+        metastudio_emulator.set_state(job["job_id"], "SUCCEED")
+        return await asyncio.wait_for(task, 10)
+
+    with caplog.at_level(logging.INFO):
+        (event,) = asyncio.run(scenario())
+    assert event["status"] == "success"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "ARCHIVING" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@FAST
+def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, metastudio_connection):
+    jobs = [
+        metastudio_emulator.create_job(name=f"j{i}", waiting_seconds=0.2, processing_seconds=0.3 + 0.05 * i)
+        for i in range(60)
+    ]
+
+    async def scenario():
+        return await asyncio.gather(*(_events(_trigger(j["job_id"], interval=0.3)) for j in jobs))
+
+    started = time.monotonic()
+    results = asyncio.run(scenario())
+    elapsed = time.monotonic() - started
+    assert [r[0]["status"] for r in results] == ["success"] * 60
+    assert [r[0]["job"]["job_id"] for r in results] == [j["job_id"] for j in jobs]
+    c = metastudio_emulator.counters()
+    rounds = elapsed / 0.3 + 2
+    # Per-job polling would make 60 details calls per round; the poller makes a list call or two.
+    assert c["requests"].get("show", 0) == 0
+    assert c["requests"]["list"] <= 3 * rounds
+    assert poller_module._POLLERS == {} or all(not v for v in poller_module._POLLERS.values())
+
+
+@pytest.mark.metastudio_emulator(waiting_seconds=0.5, processing_seconds=2)
+def test_documented_quotas_are_never_exceeded(metastudio_emulator, metastudio_connection):
+    jobs = [metastudio_emulator.create_job(name=f"q{i}", processing_seconds=1 + 0.1 * i) for i in range(30)]
+
+    async def scenario():
+        return await asyncio.gather(*(_events(_trigger(j["job_id"], interval=0.2)) for j in jobs))
+
+    results = asyncio.run(scenario())
+    assert all(r[0]["status"] == "success" for r in results)
+    assert metastudio_emulator.count(status=429) == 0
+
+
+@FAST
+def test_a_cancelled_trigger_does_not_disturb_the_others(metastudio_emulator, metastudio_connection):
+    a = metastudio_emulator.create_job(name="a", processing_seconds=1.0)
+    b = metastudio_emulator.create_job(name="b", waiting_seconds=3600)
+
+    async def scenario():
+        ta = asyncio.ensure_future(_events(_trigger(a["job_id"])))
+        tb = asyncio.ensure_future(_events(_trigger(b["job_id"])))
+        await asyncio.sleep(0.5)
+        tb.cancel()
+        result = await asyncio.wait_for(ta, 10)
+        with pytest.raises(asyncio.CancelledError):
+            await tb
+        loop_pollers = poller_module._POLLERS.get(asyncio.get_running_loop(), {})
+        return result, dict(loop_pollers)
+
+    (event,), left = asyncio.run(scenario())
+    assert event["status"] == "success"
+    assert left == {}  # the last release stopped the poller
+
+
+@FAST
+def test_two_triggers_on_one_job_with_different_intervals(metastudio_emulator, metastudio_connection):
+    job = metastudio_emulator.create_job(name="shared", processing_seconds=1.0)
+
+    async def scenario():
+        return await asyncio.gather(
+            _events(_trigger(job["job_id"], interval=0.1)), _events(_trigger(job["job_id"], interval=5))
+        )
+
+    started = time.monotonic()
+    fast, slow = asyncio.run(scenario())
+    assert fast[0]["status"] == slow[0]["status"] == "success"
+    # The slow watcher is answered by the fast one's rounds, well before its own 5 s interval.
+    assert time.monotonic() - started < 4
+    assert metastudio_emulator.counters()["requests"].get("show", 0) == 0

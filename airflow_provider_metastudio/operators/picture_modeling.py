@@ -83,7 +83,9 @@ class _PictureModelingJobOperator(BaseOperator):
         return self._finish(context, job)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._finish(context, PictureModelingJob.from_dict(resolve_event(event, MetaStudioWaitTimeout)))
+        # The event's cover URL is redacted: read the finished job once more for a usable one.
+        job_id = resolve_event(event, MetaStudioWaitTimeout)["job_id"]
+        return self._finish(context, self.hook.get_picture_modeling_job(job_id))
 
     def _finish(self, context: Any, job: PictureModelingJob) -> dict[str, Any]:
         ti = context["ti"]

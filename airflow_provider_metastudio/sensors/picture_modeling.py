@@ -92,6 +92,14 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        job = resolve_event(event, AirflowSensorTimeout)
-        self.log.info("Picture modeling job %s ended %s", job["job_id"], job["state"])
-        return job
+        # The event's cover URL is redacted: read the finished job once more for a usable one.
+        job_id = resolve_event(event, AirflowSensorTimeout)["job_id"]
+        job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)
+        self.log.info(
+            "Picture modeling job %s ended %s: model_asset_id=%s (X-Request-Id: %s)",
+            job.job_id,
+            job.state,
+            job.model_asset_id,
+            request_id,
+        )
+        return job.to_dict()

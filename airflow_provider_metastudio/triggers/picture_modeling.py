@@ -11,19 +11,24 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_metastudio.exceptions import MetaStudioError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.models import PictureModelingJob
+from airflow_provider_metastudio.models import PictureModelingJob, redact_url
 from airflow_provider_metastudio.progress import JobProgress
 from airflow_provider_metastudio.triggers.poller import acquire, release
 from airflow_provider_metastudio.validation import validate_job_id
 
 
 def job_event(job: PictureModelingJob, accept_partial_success: bool) -> dict[str, Any]:
-    """The event payload for a terminal job: ``success`` or ``failed``. Shared with the poller."""
+    """The event payload for a terminal job: ``success`` or ``failed``.
+
+    Airflow logs events whole and stores them in its database, so the cover URL travels with its
+    signature redacted; the task re-reads the job (a fresh signed URL) when it resumes.
+    """
+    payload = {**job.to_dict(), "model_cover_url": redact_url(job.model_cover_url)}
     if job.is_success(accept_partial_success):
         return {
             "status": "success",
             "job_id": job.job_id,
-            "job": job.to_dict(),
+            "job": payload,
             "message": f"Picture modeling job {job.job_id} ended {job.state}",
         }
     return {
@@ -32,7 +37,7 @@ def job_event(job: PictureModelingJob, accept_partial_success: bool) -> dict[str
         "state": job.state,
         "error_code": job.error_code,
         "error_msg": job.error_msg,
-        "job": job.to_dict(),
+        "job": payload,
         "message": f"Picture modeling job {job.job_id} ended {job.state}"
         + (f": {job.error_code} {job.error_msg}" if job.error_info else ""),
     }

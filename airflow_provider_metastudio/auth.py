@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
@@ -211,7 +211,9 @@ class AkSkSigner:
     def __repr__(self) -> str:  # the SK and token never appear in a repr
         return f"AkSkSigner(ak={self.ak!r}, project_id={self.project_id!r})"
 
-    def sign_request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | str | None) -> dict[str, str]:
+    def sign_request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | str | None
+    ) -> dict[str, str]:
         """Return the full header set to send: ``headers`` plus date, host, project and ``Authorization``.
 
         A stale ``Authorization`` or ``X-Sdk-Date`` (from an earlier attempt) is replaced, so
@@ -266,7 +268,7 @@ class HttpxAkSkAuth(httpx.Auth):
     def __init__(self, signer: AkSkSigner) -> None:
         self.signer = signer
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         url = canonicalize_url(str(request.url))
         request.url = httpx.URL(url)
         headers = {k: v for k, v in request.headers.items()}

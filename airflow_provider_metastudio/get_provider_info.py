@@ -13,7 +13,10 @@ from airflow_provider_metastudio import __version__
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["host", "port", "schema", "extra"],
-    "relabeling": {"login": "AK (access key id) / IAM user", "password": "SK (secret key) / IAM password / token"},
+    "relabeling": {
+        "login": "AK (access key id) / IAM user",
+        "password": "SK (secret key) / IAM password / token",
+    },
     "placeholders": {
         "login": "HPUAXXXXXXXXXXXXXXXX (empty: use CLOUD_SDK_AK)",
         "password": "secret access key (empty: use CLOUD_SDK_SK)",
@@ -40,7 +43,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "label": "Authentication",
         "description": "aksk: AK/SK signing (default); token: password holds an IAM token; "
         "password: IAM user name and password, with Domain.",
-        "schema": {"type": ["string", "null"], "enum": ["aksk", "token", "password", None], "default": "aksk"},
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["aksk", "token", "password", None],
+            "default": "aksk",
+        },
     },
     "domain": {
         "label": "Domain (account name)",
@@ -69,13 +76,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "timeout": {
         "label": "Timeout",
-        "description": "Seconds, or JSON {\"connect\": 10, \"read\": 60} (the default).",
+        "description": 'Seconds, or JSON {"connect": 10, "read": 60} (the default).',
         "schema": {"type": ["string", "null"]},
     },
     "rate_limits": {
         "label": "Client-side quota",
-        "description": "JSON requests/second per call, e.g. {\"show\": 1, \"list\": 1, \"create\": 1, "
-        "\"create_by_url\": 2} (the documented per-tenant quotas, the default), or false to turn it off.",
+        "description": 'JSON requests/second per call, e.g. {"show": 1, "list": 1, "create": 1, '
+        '"create_by_url": 2} (the documented per-tenant quotas, the default), or false to turn it off.',
         "schema": {"type": ["string", "null"], "format": "json"},
     },
 }
@@ -121,5 +128,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_metastudio.operators.picture_modeling"],
             }
         ],
-        "extra-links": ["airflow_provider_metastudio.links.picture_modeling.MetaStudioPictureModelingJobLink"],
+        "extra-links": [
+            "airflow_provider_metastudio.links.picture_modeling.MetaStudioPictureModelingJobLink"
+        ],
     }

@@ -70,7 +70,9 @@ def parse_time(value: Any, field: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise MetaStudioInvalidResponseError(f"MetaStudio returned an unparseable {field}: {value!r:.80}") from None
+        raise MetaStudioInvalidResponseError(
+            f"MetaStudio returned an unparseable {field}: {value!r:.80}"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from airflow_provider_metastudio.models import JobState, PictureModelingJob, redact_url
 
@@ -23,7 +23,7 @@ class JobProgress:
     def __init__(
         self,
         job_id: str,
-        log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+        log: Any,  # a logging.Logger, or the structlog logger Airflow 3 gives tasks and triggers
         *,
         started: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -41,7 +41,9 @@ class JobProgress:
     def observe(self, job: PictureModelingJob, request_id: str | None = None) -> bool:
         """Log the job's state if it changed; return True when it did."""
         if job.state == self.last_state:
-            self.log.debug("Picture modeling job %s still %s (X-Request-Id: %s)", job.job_id, job.state, request_id)
+            self.log.debug(
+                "Picture modeling job %s still %s (X-Request-Id: %s)", job.job_id, job.state, request_id
+            )
             return False
         previous, self.last_state = self.last_state, job.state
         if JobState.parse(job.state) is None and job.state not in self._warned_unknown:

@@ -76,7 +76,9 @@ def parse_rate_limits(value: Any) -> dict[str, float] | None:
     if isinstance(value, str) and value.strip().startswith("{"):
         value = json.loads(value)  # a connection form stores the field as text; errors are ValueErrors
     if not isinstance(value, Mapping):
-        raise ValueError(f"rate_limits must be a mapping of call to requests/second or false, got {value!r:.60}")
+        raise ValueError(
+            f"rate_limits must be a mapping of call to requests/second or false, got {value!r:.60}"
+        )
     rates = dict(DEFAULT_RATES)
     for call, rate in value.items():
         if call not in DEFAULT_RATES:

@@ -21,7 +21,9 @@ except ImportError:  # Airflow 2.11
     from airflow.models.param import Param  # type: ignore[no-redef]
 
 PARAMS = {
-    "job_id": Param("", type="string", description="Picture-modeling job id (from the MetaStudio console or API)"),
+    "job_id": Param(
+        "", type="string", description="Picture-modeling job id (from the MetaStudio console or API)"
+    ),
     "cover_dir": Param("/tmp/metastudio-covers", type="string"),
 }
 

@@ -97,7 +97,11 @@ with DAG(
         }
         if cover_path:
             local = cover_path.removeprefix("file://")
-            manifest["cover"] = {"path": cover_path, "bytes": os.path.getsize(local), **read_png_header(local)}
+            manifest["cover"] = {
+                "path": cover_path,
+                "bytes": os.path.getsize(local),
+                **read_png_header(local),
+            }
             manifest_path = os.path.join(os.path.dirname(local), f"{model_asset_id}.manifest.json")
         else:
             manifest_path = os.path.join(COVER_DIR, f"{model_asset_id}.manifest.json")

@@ -55,7 +55,9 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
     assert proc.stdout is not None
     base_url = proc.stdout.readline().strip()
     conn_line = proc.stdout.readline().strip()
-    if not base_url.startswith("http://127.0.0.1:") or not conn_line.startswith("AIRFLOW_CONN_METASTUDIO_DEFAULT="):
+    if not base_url.startswith("http://127.0.0.1:") or not conn_line.startswith(
+        "AIRFLOW_CONN_METASTUDIO_DEFAULT="
+    ):
         proc.kill()
         raise SystemExit(f"emulator did not start: {base_url!r} {conn_line[:40]!r}")
     return proc, base_url, conn_line.split("=", 1)[1]
@@ -105,7 +107,13 @@ def main() -> int:
     )
     airflow = str(BIN / "airflow")
     try:
-        subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [airflow, "db", "migrate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         conf = json.dumps({"cover_dir": str(home / "covers"), "poll_interval": 2})
         started = time.monotonic()
         run = subprocess.run(

@@ -51,7 +51,11 @@ def test_pure_functions_reproduce_signer_vectors(vec):
     headers.update(exp["extra_headers_added"])
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
     canonical, signed = canonical_request(
-        vec["method"], vec["path"], canonical_query(vec["query"]), headers, payload_hash(_body(vec["body"]), content_type)
+        vec["method"],
+        vec["path"],
+        canonical_query(vec["query"]),
+        headers,
+        payload_hash(_body(vec["body"]), content_type),
     )
     assert signed == exp["signed_headers"]
     assert canonical == exp["canonical_request"]
@@ -94,8 +98,14 @@ def test_requests_auth_signs_the_prepared_request_and_canonicalizes_query():
         "GET",
         f"https://{vec['host']}{vec['path']}",
         # deliberately unsorted and not percent-encoded: the auth must rewrite it
-        params=[("state", "WAITING,PROCESSING"), ("offset", 0), ("sort_key", "update_time"), ("limit", 100),
-                ("sort_dir", "desc"), ("create_since", "2026-11-24T00:00:00Z")],
+        params=[
+            ("state", "WAITING,PROCESSING"),
+            ("offset", 0),
+            ("sort_key", "update_time"),
+            ("limit", 100),
+            ("sort_dir", "desc"),
+            ("create_since", "2026-11-24T00:00:00Z"),
+        ],
         headers={"Content-Type": "application/json", "X-Project-Id": "0d697589d98091f12f92c0073501cd79"},
     ).prepare()
     RequestsAkSkAuth(signer)(req)
@@ -111,7 +121,10 @@ def test_httpx_auth_signs_the_same_way():
         "POST",
         f"https://{vec['host']}{vec['path']}",
         content=vec["body"].encode(),
-        headers={"Content-Type": "application/json;charset=UTF-8", "X-Project-Id": "0d697589d98091f12f92c0073501cd79"},
+        headers={
+            "Content-Type": "application/json;charset=UTF-8",
+            "X-Project-Id": "0d697589d98091f12f92c0073501cd79",
+        },
     )
     flow = HttpxAkSkAuth(signer).sync_auth_flow(request)
     signed = next(flow)

@@ -13,7 +13,9 @@ except ImportError:  # Airflow 2.11
     from airflow.models.xcom import XCom  # type: ignore[no-redef]
 
 XCOM_CONSOLE_URL_KEY = "metastudio_console_url"
-CONSOLE_URL = "https://console.huaweicloud.com/metastudio/?region={region}#/aigc/digitalModel/detail?assetId={asset_id}"
+CONSOLE_URL = (
+    "https://console.huaweicloud.com/metastudio/?region={region}#/aigc/digitalModel/detail?assetId={asset_id}"
+)
 
 
 def console_url(region: str, model_asset_id: str) -> str:

@@ -9,7 +9,11 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_metastudio._compat import BaseOperator, conf, object_storage_path
-from airflow_provider_metastudio.exceptions import MetaStudioJobFailedError, MetaStudioValidationError
+from airflow_provider_metastudio.exceptions import (
+    MetaStudioJobFailedError,
+    MetaStudioValidationError,
+    MetaStudioWaitTimeout,
+)
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.links.picture_modeling import (
     XCOM_CONSOLE_URL_KEY,
@@ -21,7 +25,6 @@ from airflow_provider_metastudio.triggers.picture_modeling import (
     MetaStudioPictureModelingJobTrigger,
     resolve_event,
 )
-from airflow_provider_metastudio.exceptions import MetaStudioWaitTimeout
 from airflow_provider_metastudio.validation import validate_job_id
 
 #: XCom keys pushed when a job is done (the return value is the whole job as a dict).
@@ -61,7 +64,9 @@ class _PictureModelingJobOperator(BaseOperator):
 
     def _push_console_url(self, context: Any, model_asset_id: str | None) -> None:
         if model_asset_id:
-            context["ti"].xcom_push(key=XCOM_CONSOLE_URL_KEY, value=console_url(self.hook.config.region, model_asset_id))
+            context["ti"].xcom_push(
+                key=XCOM_CONSOLE_URL_KEY, value=console_url(self.hook.config.region, model_asset_id)
+            )
 
     def _wait(self, context: Any, job_id: str) -> dict[str, Any]:
         """Wait for the job (blocking or deferred) and finish; returns the job dict."""
@@ -77,7 +82,9 @@ class _PictureModelingJobOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout),
             )
-        job = self.hook.wait_for_picture_modeling_job(job_id, poll_interval=self.poll_interval, timeout=self.timeout)
+        job = self.hook.wait_for_picture_modeling_job(
+            job_id, poll_interval=self.poll_interval, timeout=self.timeout
+        )
         if not job.is_success(self.accept_partial_success):
             raise MetaStudioJobFailedError(job.job_id, job.state, job.error_code, job.error_msg)
         return self._finish(context, job)
@@ -109,7 +116,9 @@ class _PictureModelingJobOperator(BaseOperator):
         """Copy the cover to ``cover_destination`` while its signed URL still works."""
         if not job.model_cover_url:
             # PARTIAL_SUCCEED: the model exists, the cover screenshot failed.
-            self.log.warning("Picture modeling job %s has no cover picture to copy (%s)", job.job_id, job.state)
+            self.log.warning(
+                "Picture modeling job %s has no cover picture to copy (%s)", job.job_id, job.state
+            )
             return None
         dest = object_storage_path(self.cover_destination)
         if str(self.cover_destination).endswith("/") or dest.is_dir():
@@ -167,7 +176,14 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         where the cover is copied before its signed URL expires; a trailing ``/`` means a folder.
     """
 
-    template_fields: Sequence[str] = ("photo", "picture_url", "style_id", "name", "notify_url", "cover_destination")
+    template_fields: Sequence[str] = (
+        "photo",
+        "picture_url",
+        "style_id",
+        "name",
+        "notify_url",
+        "cover_destination",
+    )
 
     def __init__(
         self,
@@ -192,7 +208,10 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
     def execute(self, context: Any) -> dict[str, Any] | str:
         if self.picture_url is not None:
             created = self.hook.create_picture_modeling_job_by_url(
-                picture_url=self.picture_url, style_id=self.style_id, name=self.name, notify_url=self.notify_url
+                picture_url=self.picture_url,
+                style_id=self.style_id,
+                name=self.name,
+                notify_url=self.notify_url,
             )
         else:
             created = self.hook.create_picture_modeling_job(

@@ -161,7 +161,9 @@ def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) ->
     if status == "success":
         return event["job"]
     if status == "failed":
-        raise MetaStudioJobFailedError(event["job_id"], event["state"], event.get("error_code"), event.get("error_msg"))
+        raise MetaStudioJobFailedError(
+            event["job_id"], event["state"], event.get("error_code"), event.get("error_msg")
+        )
     if status == "timeout":
         raise timeout_exc(event["message"])
     raise MetaStudioError(

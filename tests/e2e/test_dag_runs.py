@@ -44,7 +44,9 @@ def test_success_pushes_xcoms_and_copies_cover(mode, run_dag, metastudio_emulato
     for key in RESULT_KEYS:
         assert result.xcoms[("fetch", key)] == fetched[key]
     # The service signs a fresh cover URL on every read: compare the object, not the signature.
-    assert _object(fetched["model_cover_url"]) == _object(metastudio_emulator.get_job(job_id)["model_cover_url"])
+    assert _object(fetched["model_cover_url"]) == _object(
+        metastudio_emulator.get_job(job_id)["model_cover_url"]
+    )
     cover_path = Path(result.xcoms[("fetch", "model_cover_path")])
     assert cover_path == tmp_path / f"{asset_id}.png"
     assert cover_path.read_bytes() == _cover_bytes(fetched["model_cover_url"])
@@ -75,7 +77,9 @@ def test_partial_succeed_refused_when_strict(mode, run_dag, metastudio_emulator,
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_failed_job_fails_the_task_with_the_error_code(mode, run_dag, metastudio_emulator, tmp_path, capfd, caplog):
+def test_failed_job_fails_the_task_with_the_error_code(
+    mode, run_dag, metastudio_emulator, tmp_path, capfd, caplog
+):
     metastudio_emulator.set_outcome("fail-*", "FAILED")
     result = run_dag(f"e2e_{mode}", name=f"fail-{mode}", cover_dir=str(tmp_path))
 

@@ -37,7 +37,9 @@ def _free_port() -> int:
 
 
 def _airflow(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "airflow"), *args], env=env, text=True, capture_output=True, check=check, timeout=180)
+    return subprocess.run(
+        [str(BIN / "airflow"), *args], env=env, text=True, capture_output=True, check=check, timeout=180
+    )
 
 
 @pytest.fixture
@@ -73,7 +75,11 @@ def airflow_env(tmp_path, metastudio_emulator):
 def _start(env: dict[str, str], log_dir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     log = log_dir / f"{args[0]}.log"
     proc = subprocess.Popen(
-        [str(BIN / "airflow"), *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        [str(BIN / "airflow"), *args],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     return proc, log
 
@@ -81,7 +87,9 @@ def _start(env: dict[str, str], log_dir: Path, *args: str) -> tuple[subprocess.P
 def _xcoms(home: Path, run_id: str) -> dict[tuple[str, str], object]:
     db = sqlite3.connect(home / "airflow.db")
     try:
-        rows = db.execute("SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id))
+        rows = db.execute(
+            "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)
+        )
         out = {}
         for task_id, key, value in rows.fetchall():
             value = bytes(value).decode() if isinstance(value, (bytes, memoryview)) else value
@@ -104,8 +112,12 @@ def _dag_parsed(home: Path) -> bool:
 def _run_state(home: Path, run_id: str) -> tuple[str | None, dict[str, str | None]]:
     db = sqlite3.connect(home / "airflow.db")
     try:
-        state = db.execute("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)).fetchone()
-        tis = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id))
+        state = db.execute(
+            "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)
+        ).fetchone()
+        tis = db.execute(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)
+        )
         return (state[0] if state else None), dict(tis.fetchall())
     finally:
         db.close()
@@ -152,7 +164,9 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
         p.read_text() for p in (home / "logs").rglob("*") if p.is_file() and ".trigger." in p.name
     ]
     assert any("-> SUCCEED after" in text and "Picture modeling job" in text for text in trigger_logs)
-    all_logs = "\n".join(trigger_logs + [p.read_text() for p in (home / "logs").rglob("*.log") if p.is_file()])
+    all_logs = "\n".join(
+        trigger_logs + [p.read_text() for p in (home / "logs").rglob("*.log") if p.is_file()]
+    )
     assert "Signature=" in all_logs and re.search(r"Signature=(?!\*\*\*)", all_logs) is None
     x = _xcoms(home, run_id)
     job_id = x[("create_job", "job_id")]

@@ -15,8 +15,12 @@ CLASSPATH = "airflow_provider_metastudio.triggers.picture_modeling.MetaStudioPic
 FAST = pytest.mark.metastudio_emulator(waiting_seconds=0.3, processing_seconds=0.7, quotas_enabled=False)
 
 
-def _trigger(job_id: str, *, interval: float = 0.2, within: float = 30.0, **kw) -> MetaStudioPictureModelingJobTrigger:
-    return MetaStudioPictureModelingJobTrigger(job_id=job_id, end_time=time.time() + within, poll_interval=interval, **kw)
+def _trigger(
+    job_id: str, *, interval: float = 0.2, within: float = 30.0, **kw
+) -> MetaStudioPictureModelingJobTrigger:
+    return MetaStudioPictureModelingJobTrigger(
+        job_id=job_id, end_time=time.time() + within, poll_interval=interval, **kw
+    )
 
 
 async def _events(trigger: MetaStudioPictureModelingJobTrigger) -> list[dict]:
@@ -25,7 +29,11 @@ async def _events(trigger: MetaStudioPictureModelingJobTrigger) -> list[dict]:
 
 def test_serialize_holds_plain_values_only():
     trigger = MetaStudioPictureModelingJobTrigger(
-        job_id="job-1", end_time=1234.5, metastudio_conn_id="ms", poll_interval=7, accept_partial_success=False
+        job_id="job-1",
+        end_time=1234.5,
+        metastudio_conn_id="ms",
+        poll_interval=7,
+        accept_partial_success=False,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
@@ -85,7 +93,9 @@ def test_timeout_event_after_deadline(metastudio_emulator, metastudio_connection
 
 
 @FAST
-def test_unknown_job_is_an_error_event_with_status_code_and_request_id(metastudio_emulator, metastudio_connection):
+def test_unknown_job_is_an_error_event_with_status_code_and_request_id(
+    metastudio_emulator, metastudio_connection
+):
     (event,) = asyncio.run(_events(_trigger("f503894a-20e2-4274-ad88-8364f59a93da_SMS")))
     assert event["status"] == "error"
     assert event["status_code"] == 404
@@ -114,7 +124,9 @@ def test_job_finished_long_before_the_wait_is_found(metastudio_emulator, metastu
 
 
 @FAST
-def test_unknown_state_keeps_waiting_with_one_warning(metastudio_emulator, metastudio_connection, caplog, capfd):
+def test_unknown_state_keeps_waiting_with_one_warning(
+    metastudio_emulator, metastudio_connection, caplog, capfd
+):
     job = metastudio_emulator.create_job(name="odd", waiting_seconds=3600)
     metastudio_emulator.set_state(job["job_id"], "ARCHIVING")
 

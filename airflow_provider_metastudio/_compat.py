@@ -42,6 +42,27 @@ try:  # Airflow >= 3.0
 except ImportError:  # Airflow 2.11
     from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef,attr-defined]
 
+
+async def amask_secret(secret: str) -> None:
+    """Register a secret from async code (triggers) without a blocking call to the supervisor.
+
+    ``mask_secret`` tells the task supervisor over a synchronous channel, which must not be used
+    from the triggerer's event loop; Airflow >= 3.1 has an async twin, older 3.x lines get the
+    local masker only (trigger logs are redacted in the process that emits them).
+    """
+    try:
+        from airflow.sdk.log import amask_secret as _amask
+    except ImportError:
+        if not AIRFLOW_V_3:  # Airflow 2 masks in-process only
+            mask_secret(secret)
+            return
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+
+        _secrets_masker().add_mask(secret)
+        return
+    await _amask(secret)
+
+
 try:  # Airflow >= 3.1
     from airflow.sdk.configuration import conf
 except ImportError:  # Airflow 2.11, 3.0
@@ -90,6 +111,7 @@ __all__ = [
     "BaseSensorOperator",
     "TaskDeferred",
     "aget_connection",
+    "amask_secret",
     "conf",
     "get_connection",
     "mask_secret",

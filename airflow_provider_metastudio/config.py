@@ -42,18 +42,24 @@ def _as_timeout(value: Any) -> tuple[float, float]:
     if value in (None, ""):
         return DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
     try:
+        if isinstance(value, str) and value.strip().startswith(("{", "[")):
+            value = json.loads(value)  # connection forms and Airflow 2 URIs keep JSON extras as text
         if isinstance(value, dict):
-            return float(value.get("connect", DEFAULT_CONNECT_TIMEOUT)), float(
-                value.get("read", DEFAULT_READ_TIMEOUT)
+            timeout = (
+                float(value.get("connect", DEFAULT_CONNECT_TIMEOUT)),
+                float(value.get("read", DEFAULT_READ_TIMEOUT)),
             )
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            return float(value[0]), float(value[1])
-        seconds = float(value)
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            timeout = float(value[0]), float(value[1])
+        else:
+            timeout = float(value), float(value)
+        if not min(timeout) > 0:  # requests would only refuse it at the first call
+            raise ValueError("not positive")
     except (TypeError, ValueError):
         raise MetaStudioValidationError(
-            "timeout", "must be seconds, [connect, read] or {\"connect\": s, \"read\": s}"
+            "timeout", 'must be positive seconds, [connect, read] or {"connect": s, "read": s}'
         ) from None
-    return seconds, seconds
+    return timeout
 
 
 def _endpoint(value: str, field_name: str) -> str:
@@ -101,11 +107,15 @@ class MetaStudioConnectionConfig:
         return cls.from_parts(login=conn.login, password=conn.password, extra=extra)
 
     @classmethod
-    def from_parts(cls, *, login: str | None, password: str | None, extra: dict[str, Any]) -> MetaStudioConnectionConfig:
+    def from_parts(
+        cls, *, login: str | None, password: str | None, extra: dict[str, Any]
+    ) -> MetaStudioConnectionConfig:
         extra = {k: v for k, v in (extra or {}).items() if v not in (None, "")}
         auth_type = str(extra.get("auth_type", "aksk")).strip().lower()
         if auth_type not in AUTH_TYPES:
-            raise MetaStudioValidationError("auth_type", f"{auth_type!r} is not one of {', '.join(AUTH_TYPES)}")
+            raise MetaStudioValidationError(
+                "auth_type", f"{auth_type!r} is not one of {', '.join(AUTH_TYPES)}"
+            )
         if "project_id" not in extra:
             raise MetaStudioValidationError("project_id", "is required in the connection's extras")
         project_id = validate_project_id(str(extra["project_id"]).strip())
@@ -138,7 +148,9 @@ class MetaStudioConnectionConfig:
             kwargs.update(ak=ak.strip(), sk=sk.strip(), security_token=extra.get("security_token"))
         elif auth_type == "token":
             if not password:
-                raise MetaStudioConfigError("MetaStudio connection: auth_type 'token' needs the IAM token in 'password'")
+                raise MetaStudioConfigError(
+                    "MetaStudio connection: auth_type 'token' needs the IAM token in 'password'"
+                )
             kwargs["token"] = password.strip()
         else:
             if not login or not password or not extra.get("domain"):
@@ -151,7 +163,8 @@ class MetaStudioConnectionConfig:
                 password=password,
                 domain=str(extra["domain"]),
                 iam_endpoint=_endpoint(
-                    str(extra.get("iam_endpoint") or f"https://iam.{region}.myhuaweicloud.com"), "iam_endpoint"
+                    str(extra.get("iam_endpoint") or f"https://iam.{region}.myhuaweicloud.com"),
+                    "iam_endpoint",
                 ),
             )
         return cls(**kwargs)

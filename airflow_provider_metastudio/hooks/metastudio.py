@@ -29,8 +29,14 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_metastudio import __version__
-from airflow_provider_metastudio._compat import BaseHook, aget_connection, mask_secret
-from airflow_provider_metastudio.auth import AkSkSigner, HttpxAkSkAuth, RequestsAkSkAuth, canonical_query, utc_now
+from airflow_provider_metastudio._compat import BaseHook, aget_connection, amask_secret, mask_secret
+from airflow_provider_metastudio.auth import (
+    AkSkSigner,
+    HttpxAkSkAuth,
+    RequestsAkSkAuth,
+    canonical_query,
+    utc_now,
+)
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
     MetaStudioApiError,
@@ -72,7 +78,7 @@ USER_AGENT = f"airflow-provider-metastudio/{__version__}"
 class JobPage(NamedTuple):
     """One page of the list call."""
 
-    count: int  # all jobs matching the filters, not just this page
+    total: int  # all jobs matching the filters, not just this page
     jobs: list[PictureModelingJob]
     request_id: str | None
 
@@ -95,7 +101,7 @@ class ApiCall:
     name: str
     method: str
     url: str
-    body: bytes | None = None
+    body: bytes | None = field(default=None, repr=False)  # the IAM call's body holds the password
     content_type: str | None = None
     idempotent: bool = True
     authenticated: bool = True
@@ -117,6 +123,15 @@ def _error_fields(data: Any) -> tuple[str | None, str | None]:
         if isinstance(inner, dict):
             return inner.get("code"), inner.get("message")
     return None, None
+
+
+def _invalid(
+    call: str, status: int | None, request_id: str | None, problem: str
+) -> MetaStudioInvalidResponseError:
+    """An answer that breaks the contract, described like every other error (status, request id)."""
+    return MetaStudioInvalidResponseError(
+        describe(call, status, None, problem, request_id), status=status, request_id=request_id, call=call
+    )
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -150,13 +165,12 @@ def parse_response(call: str, status: int, headers: Mapping[str, str], body: byt
         if call == "iam" and json_ok:
             return ApiResponse(status, data, request_id, headers)
         if not json_ok:
-            what = "an empty body" if not body else f"a non-JSON body ({content_type or 'no content type'}, {len(body)} bytes)"
-            raise MetaStudioInvalidResponseError(
-                describe(call, status, None, f"the service answered with {what}", request_id),
-                status=status,
-                request_id=request_id,
-                call=call,
+            what = (
+                "an empty body"
+                if not body
+                else f"a non-JSON body ({content_type or 'no content type'}, {len(body)} bytes)"
             )
+            raise _invalid(call, status, request_id, f"the service answered with {what}")
         return ApiResponse(status, data, request_id, headers)
     error_code, error_msg = _error_fields(data)
     if not json_ok or (error_code is None and error_msg is None):
@@ -312,6 +326,11 @@ class MetaStudioHook(BaseHook):
             mask_secret(secret)
         self.__dict__["config"] = config
 
+    async def _aset_config(self, config: MetaStudioConnectionConfig) -> None:
+        for secret in config.secrets:
+            await amask_secret(secret)
+        self.__dict__["config"] = config
+
     @cached_property
     def config(self) -> MetaStudioConnectionConfig:
         """The connection, looked up once per hook and validated."""
@@ -327,8 +346,8 @@ class MetaStudioHook(BaseHook):
         if "config" not in self.__dict__:
             conn = await aget_connection(self.metastudio_conn_id)
             if conn.password:
-                mask_secret(conn.password)
-            self._set_config(MetaStudioConnectionConfig.from_connection(conn))
+                await amask_secret(conn.password)
+            await self._aset_config(MetaStudioConnectionConfig.from_connection(conn))
         return self.config
 
     @cached_property
@@ -359,7 +378,9 @@ class MetaStudioHook(BaseHook):
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient_loop is not loop or self._aclient.is_closed:
             cfg = self.config
-            verify: bool | ssl.SSLContext = cfg.verify if isinstance(cfg.verify, bool) else ssl.create_default_context(cafile=cfg.verify)
+            verify: bool | ssl.SSLContext = (
+                cfg.verify if isinstance(cfg.verify, bool) else ssl.create_default_context(cafile=cfg.verify)
+            )
             self._aclient = httpx.AsyncClient(
                 headers={"User-Agent": USER_AGENT},
                 verify=verify,
@@ -417,7 +438,9 @@ class MetaStudioHook(BaseHook):
             for value in values:
                 parsed = JobState.parse(value.value if isinstance(value, JobState) else value)
                 if parsed is None:
-                    raise MetaStudioValidationError("states", f"{value!r} is not a picture-modeling job state")
+                    raise MetaStudioValidationError(
+                        "states", f"{value!r} is not a picture-modeling job state"
+                    )
                 names.append(parsed.value)
             state_param = ",".join(names)
         query = {
@@ -532,6 +555,9 @@ class MetaStudioHook(BaseHook):
             exc = state.outcome.exception() if state.outcome else None
             if exc is None:
                 return False
+            if isinstance(exc, MetaStudioError) and exc.call == "iam" and call.name != "iam":
+                # The token request already had its retries; IAM locks accounts after failed logins.
+                return False
             if (
                 isinstance(exc, MetaStudioAuthError)
                 and exc.status == 401
@@ -641,7 +667,9 @@ class MetaStudioHook(BaseHook):
 
     def _token_key(self) -> str:
         cfg = self.config
-        material = "\0".join([cfg.iam_endpoint or "", cfg.domain or "", cfg.user or "", cfg.password or "", cfg.project_id])
+        material = "\0".join(
+            [cfg.iam_endpoint or "", cfg.domain or "", cfg.user or "", cfg.password or "", cfg.project_id]
+        )
         return hashlib.sha256(material.encode()).hexdigest()
 
     def _cached_token(self) -> str | None:
@@ -662,14 +690,10 @@ class MetaStudioHook(BaseHook):
     def _store_token(self, resp: ApiResponse) -> str:
         token = resp.headers.get("X-Subject-Token")
         if not token:
-            raise MetaStudioInvalidResponseError(
-                describe("iam", resp.status, None, "no X-Subject-Token header in the answer", resp.request_id),
-                status=resp.status,
-                request_id=resp.request_id,
-                call="iam",
-            )
-        mask_secret(token)
-        expires_raw = (resp.data or {}).get("token", {}).get("expires_at") if isinstance(resp.data, dict) else None
+            raise _invalid("iam", resp.status, resp.request_id, "no X-Subject-Token header in the answer")
+        expires_raw = (
+            (resp.data or {}).get("token", {}).get("expires_at") if isinstance(resp.data, dict) else None
+        )
         expires = parse_time(expires_raw, "token.expires_at") or self.clock() + timedelta(hours=23)
         with _TOKEN_LOCK:
             _TOKEN_CACHE[self._token_key()] = (token, self.clock(), expires)
@@ -684,13 +708,17 @@ class MetaStudioHook(BaseHook):
         token = self._cached_token()
         if token or self.config.auth_type != "password":
             return token
-        return self._store_token(self._request(self._iam_call()))
+        token = self._store_token(self._request(self._iam_call()))
+        mask_secret(token)
+        return token
 
     async def _aget_token(self) -> str | None:
         token = self._cached_token()
         if token or self.config.auth_type != "password":
             return token
-        return self._store_token(await self._arequest(self._iam_call()))
+        token = self._store_token(await self._arequest(self._iam_call()))
+        await amask_secret(token)
+        return token
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -699,7 +727,7 @@ class MetaStudioHook(BaseHook):
 
         :param job_id: the job id returned by a create call.
         """
-        return PictureModelingJob.from_api(self._request(self._show_call(job_id)).data)
+        return self.get_picture_modeling_job_with_request_id(job_id)[0]
 
     async def aget_picture_modeling_job(self, job_id: str) -> PictureModelingJob:
         """Async twin of :meth:`get_picture_modeling_job` for triggers."""
@@ -709,14 +737,14 @@ class MetaStudioHook(BaseHook):
     def get_picture_modeling_job_with_request_id(self, job_id: str) -> tuple[PictureModelingJob, str | None]:
         """Like :meth:`get_picture_modeling_job`, also returning the answer's ``X-Request-Id`` for logs."""
         resp = self._request(self._show_call(job_id))
-        return PictureModelingJob.from_api(resp.data), resp.request_id
+        return _parse_job(resp, "show", resp.data), resp.request_id
 
     async def aget_picture_modeling_job_with_request_id(
         self, job_id: str
     ) -> tuple[PictureModelingJob, str | None]:
         await self.aget_config()
         resp = await self._arequest(self._show_call(job_id))
-        return PictureModelingJob.from_api(resp.data), resp.request_id
+        return _parse_job(resp, "show", resp.data), resp.request_id
 
     def list_picture_modeling_jobs_page(
         self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
@@ -753,7 +781,11 @@ class MetaStudioHook(BaseHook):
         :param page_size: jobs per request, 1-100.
         """
         filters = dict(
-            states=states, sort_key=sort_key, sort_dir=sort_dir, create_since=create_since, create_until=create_until
+            states=states,
+            sort_key=sort_key,
+            sort_dir=sort_dir,
+            create_since=create_since,
+            create_until=create_until,
         )
         self._list_call(offset=0, limit=page_size, **filters)  # validate before the first yield
         offset = 0
@@ -776,11 +808,17 @@ class MetaStudioHook(BaseHook):
     ) -> AsyncIterator[PictureModelingJob]:
         """Async twin of :meth:`list_picture_modeling_jobs`."""
         filters = dict(
-            states=states, sort_key=sort_key, sort_dir=sort_dir, create_since=create_since, create_until=create_until
+            states=states,
+            sort_key=sort_key,
+            sort_dir=sort_dir,
+            create_since=create_since,
+            create_until=create_until,
         )
         offset = 0
         while True:
-            count, jobs, _ = await self.alist_picture_modeling_jobs_page(offset=offset, limit=page_size, **filters)
+            count, jobs, _ = await self.alist_picture_modeling_jobs_page(
+                offset=offset, limit=page_size, **filters
+            )
             for job in jobs:
                 yield job
             offset += len(jobs)
@@ -788,7 +826,12 @@ class MetaStudioHook(BaseHook):
                 return
 
     def create_picture_modeling_job(
-        self, *, photo: str | os.PathLike[str] | bytes | IO[bytes], style_id: str, name: str, notify_url: str | None = None
+        self,
+        *,
+        photo: str | os.PathLike[str] | bytes | IO[bytes],
+        style_id: str,
+        name: str,
+        notify_url: str | None = None,
     ) -> CreatedJob:
         """Create a job from a photo upload (multipart ``POST .../picture-modelings``).
 
@@ -810,21 +853,21 @@ class MetaStudioHook(BaseHook):
         :param name: the model's name.
         :param notify_url: optional callback URL for the service.
         """
-        call = self._create_by_url_call(picture_url=picture_url, style_id=style_id, name=name, notify_url=notify_url)
+        call = self._create_by_url_call(
+            picture_url=picture_url, style_id=style_id, name=name, notify_url=notify_url
+        )
         return self._created(self._request(call))
 
     def _created(self, resp: ApiResponse) -> CreatedJob:
         data = resp.data if isinstance(resp.data, dict) else {}
         job_id, asset_id = data.get("job_id"), data.get("model_asset_id")
         if not isinstance(job_id, str) or not job_id:
-            raise MetaStudioInvalidResponseError(
-                describe("create", resp.status, None, "the answer has no job_id", resp.request_id),
-                status=resp.status,
-                request_id=resp.request_id,
-                call="create",
-            )
+            raise _invalid("create", resp.status, resp.request_id, "the answer has no job_id")
         log.info(
-            "Created picture modeling job %s (model_asset_id=%s, X-Request-Id: %s)", job_id, asset_id, resp.request_id
+            "Created picture modeling job %s (model_asset_id=%s, X-Request-Id: %s)",
+            job_id,
+            asset_id,
+            resp.request_id,
         )
         return CreatedJob(job_id, asset_id or "")
 
@@ -904,36 +947,36 @@ class MetaStudioHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call (list, one job). Never raises."""
         try:
-            count = self.list_picture_modeling_jobs_page(offset=0, limit=1).count
+            total = self.list_picture_modeling_jobs_page(offset=0, limit=1).total
         except MetaStudioError as e:
             return False, str(e)
         except Exception as e:  # the UI shows the message; no secret is part of it
             return False, f"{type(e).__name__}: {e}"
-        return True, f"Connection successfully tested: project {self.config.project_id}, {count} picture modeling jobs"
+        return (
+            True,
+            f"Connection successfully tested: project {self.config.project_id}, {total} modeling jobs",
+        )
+
+
+def _parse_job(resp: ApiResponse, call: str, data: Any) -> PictureModelingJob:
+    try:
+        return PictureModelingJob.from_api(data)
+    except MetaStudioInvalidResponseError as e:  # add the status and request id support will ask for
+        raise _invalid(call, resp.status, resp.request_id, str(e)) from None
 
 
 def _parse_page(resp: ApiResponse) -> JobPage:
     data = resp.data
     if not isinstance(data, dict) or not isinstance(data.get("picture_modeling_jobs", []), list):
-        raise MetaStudioInvalidResponseError(
-            describe("list", resp.status, None, "the answer has no picture_modeling_jobs list", resp.request_id),
-            status=resp.status,
-            request_id=resp.request_id,
-            call="list",
-        )
-    jobs = [PictureModelingJob.from_api(item) for item in data.get("picture_modeling_jobs") or []]
+        raise _invalid("list", resp.status, resp.request_id, "the answer has no picture_modeling_jobs list")
+    jobs = [_parse_job(resp, "list", item) for item in data.get("picture_modeling_jobs") or []]
     count = data.get("count")
     return JobPage(count if isinstance(count, int) else len(jobs), jobs, resp.request_id)
 
 
 def _too_large(call: ApiCall, status: int, headers: Mapping[str, str]) -> MetaStudioInvalidResponseError:
     request_id = headers.get("X-Request-Id")
-    return MetaStudioInvalidResponseError(
-        describe(call.name, status, None, f"response body larger than {MAX_RESPONSE_BYTES} bytes", request_id),
-        status=status,
-        request_id=request_id,
-        call=call.name,
-    )
+    return _invalid(call.name, status, request_id, f"response body larger than {MAX_RESPONSE_BYTES} bytes")
 
 
 def _rfc3339(value: datetime | str | None, field_name: str) -> str | None:
@@ -943,7 +986,10 @@ def _rfc3339(value: datetime | str | None, field_name: str) -> str | None:
         if value.tzinfo is None:
             raise MetaStudioValidationError(field_name, "must be timezone-aware")
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    parse_time(value, field_name)  # raises on garbage
+    try:
+        parse_time(value, field_name)
+    except MetaStudioInvalidResponseError:  # parse_time speaks of the service's answers; this is user input
+        raise MetaStudioValidationError(field_name, f"{value!r:.40} is not an RFC 3339 time") from None
     return value
 
 
@@ -967,4 +1013,6 @@ def _read_photo(photo: Any) -> tuple[bytes, str | None]:
             raise MetaStudioValidationError("photo", "file object must be opened in binary mode")
         name = getattr(photo, "name", None)
         return bytes(data), os.path.basename(name) if isinstance(name, str) else None
-    raise MetaStudioValidationError("photo", f"expected a path, bytes or a binary file object, got {type(photo).__name__}")
+    raise MetaStudioValidationError(
+        "photo", f"expected a path, bytes or a binary file object, got {type(photo).__name__}"
+    )

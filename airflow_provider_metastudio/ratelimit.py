@@ -53,6 +53,14 @@ class RateLimiter:
             self._next = max(self._next, now) + self.interval
             return max(0.0, start - now)
 
+    def settle(self) -> None:
+        """A request got its answer, so the gateway saw it no later than now: the next one waits a
+        full interval from here. Anchoring on the answer, not only on the slot, absorbs the time
+        between taking a slot and arriving (connection set-up, signing, a busy event loop), which
+        otherwise reaches the gateway as two requests less than ``1/rate`` apart."""
+        with self._lock:
+            self._next = max(self._next, self._clock() + self.interval - self.tolerance)
+
     def backoff(self, seconds: float) -> None:
         """After a 429 with ``Retry-After``: no request from this process before ``seconds`` from now."""
         with self._lock:

@@ -17,7 +17,7 @@ for version in $AIRFLOW_VERSIONS; do
     echo "==> Airflow $version: pytest" >&2
     # Each version gets its own AIRFLOW_HOME (SQLite) so runs never share state.
     home=$(mktemp -d)
-    if ! AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__UNIT_TEST_MODE=True \
+    if ! AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False \
         "$venv/bin/python" -m pytest -p no:cacheprovider "$@"; then
         failed+=("pytest on Airflow $version")
     fi

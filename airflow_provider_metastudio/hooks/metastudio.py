@@ -634,14 +634,17 @@ class MetaStudioHook(BaseHook):
                 stream=True,
                 allow_redirects=False,
             ) as resp:
-                body = b""
+                body = bytearray()
                 for chunk in resp.iter_content(65536):
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise _too_large(call, resp.status_code, resp.headers)
-                return parse_response(call.name, resp.status_code, resp.headers, body)
+                return parse_response(call.name, resp.status_code, resp.headers, bytes(body))
         except requests.RequestException as e:
             raise _transport_error(call, e) from None
+        finally:
+            if limiter is not None:
+                limiter.settle()
 
     async def _asend(self, call: ApiCall) -> ApiResponse:
         await self.aget_config()
@@ -654,14 +657,17 @@ class MetaStudioHook(BaseHook):
             async with self._async_client().stream(
                 call.method, call.url, content=call.body, headers=self._headers(call, token), auth=auth
             ) as resp:
-                body = b""
+                body = bytearray()
                 async for chunk in resp.aiter_bytes():
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise _too_large(call, resp.status_code, resp.headers)
-                return parse_response(call.name, resp.status_code, resp.headers, body)
+                return parse_response(call.name, resp.status_code, resp.headers, bytes(body))
         except httpx.HTTPError as e:
             raise _transport_error(call, e) from None
+        finally:
+            if limiter is not None:
+                limiter.settle()
 
     # -- IAM tokens -----------------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ def test_success_pushes_xcoms_and_copies_cover(mode, run_dag, metastudio_emulato
     assert cover_path == tmp_path / f"{asset_id}.png"
     assert cover_path.read_bytes() == _cover_bytes(fetched["model_cover_url"])
     assert cover_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert metastudio_emulator.count(status=429) == 0
+    log = [(r["time"], r["call"], r["status"]) for r in metastudio_emulator.request_log()]
+    assert metastudio_emulator.count(status=429) == 0, log
     assert metastudio_emulator.counters()["jobs_created"] == 1
 
 

@@ -6,7 +6,7 @@ the old ones. Every other module imports from here, so the choice is made in one
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow import __version__ as AIRFLOW_VERSION
 
@@ -70,13 +70,6 @@ except ImportError:  # Airflow 2.11, 3.0
 
 AIRFLOW_V_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
-if TYPE_CHECKING:
-    from airflow.models.connection import Connection
-
-
-def get_connection(conn_id: str) -> Connection:
-    return BaseHook.get_connection(conn_id)  # type: ignore[return-value]
-
 
 async def aget_connection(conn_id: str) -> Any:
     """Look a connection up without blocking the triggerer's event loop.
@@ -113,7 +106,6 @@ __all__ = [
     "aget_connection",
     "amask_secret",
     "conf",
-    "get_connection",
     "mask_secret",
     "object_storage_path",
 ]

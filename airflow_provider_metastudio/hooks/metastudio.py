@@ -973,11 +973,14 @@ def _parse_job(resp: ApiResponse, call: str, data: Any) -> PictureModelingJob:
 
 def _parse_page(resp: ApiResponse) -> JobPage:
     data = resp.data
-    if not isinstance(data, dict) or not isinstance(data.get("picture_modeling_jobs", []), list):
+    # Both fields are in the contract; a page without them would read as "no jobs" and end a wait.
+    if not isinstance(data, dict) or not isinstance(data.get("picture_modeling_jobs"), list):
         raise _invalid("list", resp.status, resp.request_id, "the answer has no picture_modeling_jobs list")
-    jobs = [_parse_job(resp, "list", item) for item in data.get("picture_modeling_jobs") or []]
     count = data.get("count")
-    return JobPage(count if isinstance(count, int) else len(jobs), jobs, resp.request_id)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise _invalid("list", resp.status, resp.request_id, "the answer has no valid count")
+    jobs = [_parse_job(resp, "list", item) for item in data["picture_modeling_jobs"]]
+    return JobPage(count, jobs, resp.request_id)
 
 
 def _too_large(call: ApiCall, status: int, headers: Mapping[str, str]) -> MetaStudioInvalidResponseError:

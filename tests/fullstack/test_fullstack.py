@@ -124,6 +124,11 @@ def _run_state(home: Path, run_id: str) -> tuple[str | None, dict[str, str | Non
 
 
 @pytest.mark.skipif(shutil.which("airflow", path=str(BIN)) is None, reason="airflow CLI not installed")
+@pytest.mark.skipif(
+    not AIRFLOW_V_3 or os.environ.get("METASTUDIO_FULLSTACK", "1") == "0",
+    reason="runs once per matrix, on the newest Airflow (Airflow 2 has only the SequentialExecutor on "
+    "SQLite); dag.test() covers the deferrable path on every version",
+)
 def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emulator, tmp_path):
     home = Path(airflow_env["AIRFLOW_HOME"])
     components = [("scheduler",), ("triggerer",)]

@@ -145,10 +145,12 @@ def test_unknown_state_keeps_waiting_with_one_warning(
     with caplog.at_level(logging.INFO):
         (event,) = asyncio.run(scenario())
     assert event["status"] == "success"
-    # Airflow 3 routes trigger logs through structlog (stdout), Airflow 2 through logging.
+    # Airflow 3 routes trigger logs through structlog (stdout), Airflow 2 through logging (which
+    # also prints them): count in whichever saw them.
     out, err = capfd.readouterr()
-    text = out + err + "\n".join(r.getMessage() for r in caplog.records)
-    assert text.count("reports state 'ARCHIVING'") == 1
+    needle = "reports state 'ARCHIVING'"
+    in_logging = sum(needle in r.getMessage() for r in caplog.records)
+    assert (in_logging or (out + err).count(needle)) == 1
 
 
 @FAST

@@ -49,6 +49,12 @@ RUNNING = [JobState.WAITING.value, JobState.PROCESSING.value]
 SAFETY_MARGIN = timedelta(seconds=120)
 # Confirmation pages per round, so confirming 10,000 new watches never starves the finished scan.
 CONFIRM_PAGES_PER_ROUND = 10
+# Details calls per round. They share nothing with the list calls but the round's time: a backlog
+# of them (thousands, at 10,000 watches) must not hold back the next finished scan.
+DETAILS_PER_ROUND = 10
+# Offset paging of the running list skips jobs when others finish between two pages, so a watch
+# must be missed by two full passes before it counts as "not running" and costs a details call.
+PASSES_BEFORE_DETAILS = 2
 
 
 @dataclass(eq=False)
@@ -61,6 +67,7 @@ class Watch:
     # Round in which a full pass of the running list missed it. If the next finished scan does not
     # find it either, it ended before the first scan (or is gone): a details call must tell.
     missed_in_round: int | None = None
+    missed_passes: int = 0
     needs_details: bool = False  # in a state the contract does not list: only details can tell
     on_state: Callable[[PictureModelingJob, str | None], object] | None = field(default=None, repr=False)
 
@@ -202,7 +209,8 @@ class TenantPoller:
                 # (the next one will say), long before it, are in an unlisted state, or are gone.
                 for job_id in unconfirmed & self._confirm_batch:
                     for w in self.watches.get(job_id, []):
-                        if w.missed_in_round is None:
+                        w.missed_passes += 1
+                        if w.missed_passes >= PASSES_BEFORE_DETAILS and w.missed_in_round is None:
                             w.missed_in_round = self.rounds
                 self._confirm_offset = 0
                 return
@@ -214,7 +222,8 @@ class TenantPoller:
         return w.needs_details or (w.missed_in_round is not None and w.missed_in_round < self.rounds)
 
     async def _details_where_needed(self) -> None:
-        for job_id in [j for j, ws in self.watches.items() if any(self._needs_details(w) for w in ws)]:
+        due = [j for j, ws in self.watches.items() if any(self._needs_details(w) for w in ws)]
+        for job_id in due[:DETAILS_PER_ROUND]:
             try:
                 job, request_id = await self.hook.aget_picture_modeling_job_with_request_id(job_id)
             except MetaStudioNotFoundError as e:
@@ -226,7 +235,7 @@ class TenantPoller:
                 continue
             for w in self.watches.get(job_id, []):
                 w.observe(job, request_id)
-                w.missed_in_round = None
+                w.missed_in_round, w.missed_passes = None, 0
                 w.confirmed = job.known_state is not None  # running after all: the lists will report it
                 w.needs_details = not w.confirmed
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,10 @@ def test_airflow_providers_list_shows_the_provider():
         text=True,
         timeout=300,
     ).stdout
-    providers = {p["package_name"]: p for p in json.loads(out[out.index("[") :])}
+    # Some Airflow versions print log lines before the JSON document: start at the JSON array.
+    start = re.search(r"^\[\s*(\{|\])", out, re.MULTILINE)
+    assert start, out[-2000:]
+    providers = {p["package_name"]: p for p in json.JSONDecoder().raw_decode(out[start.start() :])[0]}
     assert providers["airflow-provider-metastudio"]["version"] == __version__
 
 

@@ -98,11 +98,15 @@ class _PictureModelingJobOperator(BaseOperator):
         ti = context["ti"]
         result = job.to_dict()
         for key in RESULT_KEYS:
-            ti.xcom_push(key=key, value=result[key])
+            # Airflow 3.0's execution API refuses an XCom whose value is None; an absent key
+            # reads back as None all the same (PARTIAL_SUCCEED has no cover URL).
+            if result[key] is not None:
+                ti.xcom_push(key=key, value=result[key])
         self._push_console_url(context, job.model_asset_id)
         if self.cover_destination:
             result["model_cover_path"] = self._copy_cover(job)
-            ti.xcom_push(key="model_cover_path", value=result["model_cover_path"])
+            if result["model_cover_path"] is not None:
+                ti.xcom_push(key="model_cover_path", value=result["model_cover_path"])
         self.log.info(
             "Picture modeling job %s %s: model_asset_id=%s cover=%s",
             job.job_id,

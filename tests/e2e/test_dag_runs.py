@@ -63,7 +63,7 @@ def test_partial_succeed_accepted_by_default(mode, run_dag, metastudio_emulator,
 
     assert result.state == "success", result.tasks
     assert result.xcoms[("wait", "return_value")]["state"] == "PARTIAL_SUCCEED"
-    assert result.xcoms[("fetch", "model_cover_url")] is None
+    assert result.xcoms.get(("fetch", "model_cover_url")) is None
     assert result.xcoms.get(("fetch", "model_cover_path")) is None
     assert list(tmp_path.iterdir()) == []
 

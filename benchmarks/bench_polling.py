@@ -563,6 +563,8 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
         ns = [r["n"] for r in rs]
         line = ax1.plot(ns, [max(r["calls_per_interval"], 0.1) for r in rs], style, label=scheme)[0]
         ax2.plot(ns, [max(r["latency_p95"], 0.1) for r in rs], style, label=scheme, color=line.get_color())
+        if scheme == "naive":
+            ax1.plot(ns, ns, ":", color=line.get_color(), lw=1, label="naive: calls wanted (N)")
         if more:
             kw = {"marker": style[0], "ls": "none", "color": line.get_color(), "alpha": 0.5}
             ax1.plot([r["n"] for r in more], [max(r["calls_per_interval"], 0.1) for r in more], **kw)
@@ -582,14 +584,21 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     ax1.axhline(quota, color="grey", ls="--", lw=1)
     ax1.annotate(f"details quota: {quota} calls / 60 s", (ax1.get_xlim()[0], quota), fontsize=8, va="bottom")
     for r in rows:
+        note = []
+        if r.get("capped_seconds"):
+            note.append(f"capped at {r['capped_seconds']:g} s")
         if r.get("latency_p95_lower_bound"):
-            ax2.annotate(
-                ">=",
-                (r["n"], max(r["latency_p95"], 0.1)),
-                fontsize=8,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
+            note.append("lower bound")
+        if note:
+            for ax, y in ((ax1, r["calls_per_interval"]), (ax2, r["latency_p95"])):
+                ax.annotate(
+                    ", ".join(note) if ax is ax2 else note[0],
+                    (r["n"], max(y, 0.1)),
+                    fontsize=7,
+                    xytext=(-8, -12),
+                    textcoords="offset points",
+                    ha="right",
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -632,10 +641,19 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="run everything this many times (seed + run - 1)"
     )
     parser.add_argument("--name", default=None, help="results file name (default polling, or polling-quick)")
+    parser.add_argument("--replot", metavar="NAME", help="redraw results/NAME.md and .png from NAME.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker)
+        return 0
+    if args.replot:  # redraw the table and chart of a saved run
+        saved = json.loads((RESULTS / f"{args.replot}.json").read_text())
+        old = argparse.Namespace(**saved["args"])
+        text = render(saved["rows"], old, saved["environment"])
+        print(text)
+        write_results(args.replot, text, saved)
+        chart(saved["rows"], RESULTS / f"{args.replot}.png")
         return 0
     args.command_line = command_line("bench_polling.py", argv)
     if args.quick:

@@ -33,7 +33,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_metastudio.exceptions import MetaStudioError, MetaStudioNotFoundError
@@ -43,6 +43,7 @@ from airflow_provider_metastudio.models import TERMINAL_STATES, JobState, Pictur
 log = logging.getLogger(__name__)
 
 TERMINAL = [s.value for s in TERMINAL_STATES]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RUNNING = [JobState.WAITING.value, JobState.PROCESSING.value]
 # Jobs may become visible in the finished list slightly out of end_time order; rescan this much
 # (server time) behind the newest end_time already seen.
@@ -185,7 +186,9 @@ class TenantPoller:
             last_end = jobs[-1].end_time
             if cutoff is None or (last_end is not None and last_end < cutoff):
                 break  # the first scan only sets the mark; later ones stop at it
-        self.high_water = newest
+        # No finished job at all yet: the next scan must read everything that finishes meanwhile,
+        # not just its first page.
+        self.high_water = newest or _EPOCH
 
     async def _confirm_new(self) -> None:
         """Page the running list (resuming where the last round stopped) until new watches are seen."""

@@ -224,3 +224,21 @@ def test_two_triggers_on_one_job_with_different_intervals(metastudio_emulator, m
     # The slow watcher is answered by the fast one's rounds, well before its own 5 s interval.
     assert time.monotonic() - started < 4
     assert metastudio_emulator.counters()["requests"].get("show", 0) == 0
+
+
+@FAST
+def test_more_than_a_page_finishing_before_any_other_job_finished(metastudio_emulator, metastudio_connection):
+    # No terminal job exists at the first round; then 150 (more than one list page) finish
+    # between two rounds. All must be seen, not only the newest page.
+    jobs = [
+        metastudio_emulator.create_job(name=f"p{i}", waiting_seconds=0.5, processing_seconds=2.6)
+        for i in range(150)
+    ]
+
+    async def scenario():
+        return await asyncio.gather(
+            *(_events(_trigger(j["job_id"], interval=3.0, within=25.0)) for j in jobs)
+        )
+
+    results = asyncio.run(scenario())
+    assert [r[0]["status"] for r in results] == ["success"] * 150

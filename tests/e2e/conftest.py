@@ -58,6 +58,12 @@ def _xcoms(db: Path, dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
     return out
 
 
+@pytest.fixture(scope="session")
+def read_xcoms(airflow_db: Path):
+    """``read_xcoms(dag_id, run_id)``: a run's XComs from the SQLite database, Airflow 2 and 3 alike."""
+    return lambda dag_id, run_id: _xcoms(airflow_db, dag_id, run_id)
+
+
 @pytest.fixture
 def run_dag(e2e_dags: Any, airflow_db: Path, metastudio_connection: str):
     """Run one of the e2e DAGs with ``dag.test()`` and return its states and XComs."""

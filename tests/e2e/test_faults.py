@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -59,22 +58,6 @@ class FaultRun:
     seconds: float
 
 
-def _xcoms(db: Path, dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute(
-            "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
-        ).fetchall()
-    finally:
-        conn.close()
-    out: dict[tuple[str, str], Any] = {}
-    for task_id, key, value in rows:
-        if isinstance(value, (bytes, memoryview)):
-            value = bytes(value).decode()
-        out[(task_id, key)] = json.loads(value) if isinstance(value, str) else value
-    return out
-
-
 @pytest.fixture(scope="session")
 def fault_dags(airflow_db: Path) -> Any:
     spec = importlib.util.spec_from_file_location("metastudio_fault_dags", FAULT_DAG_FILE)
@@ -85,7 +68,7 @@ def fault_dags(airflow_db: Path) -> Any:
 
 
 @pytest.fixture
-def run_fault_dag(fault_dags: Any, airflow_db: Path, metastudio_connection: str) -> Callable[..., FaultRun]:
+def run_fault_dag(fault_dags: Any, read_xcoms: Any, metastudio_connection: str) -> Callable[..., FaultRun]:
     """Run ``fault_main_<mode>`` with ``dag.test()``; return task states, XComs and the wall time."""
 
     def run(mode: str, **conf: Any) -> FaultRun:
@@ -95,7 +78,7 @@ def run_fault_dag(fault_dags: Any, airflow_db: Path, metastudio_connection: str)
         seconds = time.monotonic() - started
         tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
         state = str(getattr(dr.state, "value", dr.state))
-        return FaultRun(state, tasks, _xcoms(airflow_db, dag.dag_id, dr.run_id), dr.run_id, seconds)
+        return FaultRun(state, tasks, read_xcoms(dag.dag_id, dr.run_id), dr.run_id, seconds)
 
     return run
 

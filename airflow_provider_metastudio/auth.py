@@ -12,11 +12,13 @@ import hashlib
 import hmac
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import httpx
-import requests
+
+if TYPE_CHECKING:
+    import requests
 
 ALGORITHM = "SDK-HMAC-SHA256"
 SDK_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -246,8 +248,12 @@ class AkSkSigner:
         return out
 
 
-class RequestsAkSkAuth(requests.auth.AuthBase):
-    """Attach AK/SK signatures to ``requests`` calls; the query is rewritten to its canonical form."""
+class RequestsAkSkAuth:
+    """Attach AK/SK signatures to ``requests`` calls; the query is rewritten to its canonical form.
+
+    ``requests`` takes any callable as ``auth``; not deriving from its ``AuthBase`` keeps ``requests``
+    out of the import of this module (most of the provider's import time, and triggers never use it).
+    """
 
     def __init__(self, signer: AkSkSigner) -> None:
         self.signer = signer

@@ -11,3 +11,30 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="metastudio-tests-
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "e2e" / "dags")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+
+def _fix_reschedule_start_date_in_dag_test() -> None:
+    """Work around apache/airflow#58777 (fixed by #58791 in 3.1.4; the 3.0 line never got it).
+
+    In ``dag.test()`` the task SDK's in-process comms hand a reschedule sensor the first reschedule
+    date as the raw JSON string (``model_construct`` skips validation), so every reschedule-mode
+    sensor (any sensor, not only ours) dies with ``TypeError`` on the second poke that finds nothing. Real deployments
+    go through the supervisor's socket, which validates the message. Here we only validate it.
+    """
+    from packaging.version import Version
+
+    from airflow_provider_metastudio._compat import AIRFLOW_VERSION
+
+    if not (3, 0, 0) <= Version(AIRFLOW_VERSION).release[:3] < (3, 1, 4):
+        return
+    from airflow.sdk.api.client import TaskInstanceOperations
+    from airflow.sdk.execution_time.comms import TaskRescheduleStartDate
+
+    def get_reschedule_start_date(self, id, try_number=1):  # noqa: A002 - Airflow's signature
+        resp = self.client.get(f"task-reschedules/{id}/start_date", params={"try_number": try_number})
+        return TaskRescheduleStartDate(start_date=resp.json())
+
+    TaskInstanceOperations.get_reschedule_start_date = get_reschedule_start_date
+
+
+_fix_reschedule_start_date_in_dag_test()

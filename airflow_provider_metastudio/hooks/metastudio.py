@@ -3,6 +3,9 @@
 Every call is first described as an :class:`ApiCall` (validated, URL built, body encoded), then sent
 by exactly one of two transports - ``requests`` for sync code, ``httpx`` for triggers - which share
 the signer, the retry policy, the client-side quota and :func:`parse_response`.
+
+``requests`` is imported on first use of the sync transport only: it is most of this module's import
+cost, and the triggerer and DAG parsing never need it.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 import httpx
-import requests
 import tenacity
-from requests.adapters import HTTPAdapter
 
 from airflow_provider_metastudio import __version__
 from airflow_provider_metastudio._compat import BaseHook, aget_connection, amask_secret, mask_secret
@@ -62,6 +65,9 @@ from airflow_provider_metastudio.validation import (
     validate_photo,
     validate_text,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +210,8 @@ def parse_response(call: str, status: int, headers: Mapping[str, str], body: byt
 
 def _transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError:
     """Map a transport exception; ``sent`` is False only when the service provably never saw the request."""
+    import requests  # already loaded: only the sync transport raises its exceptions
+
     not_sent: tuple[type[BaseException], ...] = (
         httpx.ConnectError,
         httpx.ConnectTimeout,
@@ -363,6 +371,9 @@ class MetaStudioHook(BaseHook):
     def get_conn(self) -> requests.Session:
         """The hook's keep-alive session (one per hook; connections are reused across calls)."""
         if "_session" not in self.__dict__:
+            import requests
+            from requests.adapters import HTTPAdapter
+
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
             session.verify = self.config.verify
@@ -401,6 +412,7 @@ class MetaStudioHook(BaseHook):
         session = self.__dict__.pop("_session", None)
         if session is not None:
             session.close()
+        self.__dict__.pop("_environment_by_host", None)
 
     # -- building calls -------------------------------------------------------------------------
 
@@ -528,7 +540,7 @@ class MetaStudioHook(BaseHook):
         )
 
     def _headers(self, call: ApiCall, token: str | None) -> dict[str, str]:
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {"User-Agent": USER_AGENT}
         if call.content_type:
             headers["Content-Type"] = call.content_type
         if call.authenticated:
@@ -622,29 +634,59 @@ class MetaStudioHook(BaseHook):
         if limiter is not None:
             time.sleep(limiter.reserve())
         token = self._get_token() if call.authenticated else None
-        auth = RequestsAkSkAuth(self.signer) if call.authenticated and self.signer else None
         try:
-            with self.get_conn().request(
-                call.method,
-                call.url,
-                data=call.body,
-                headers=self._headers(call, token),
-                auth=auth,
-                timeout=self.config.timeout,
-                stream=True,
-                allow_redirects=False,
-            ) as resp:
+            with self._open(call, token) as resp:
                 body = bytearray()
                 for chunk in resp.iter_content(65536):
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise _too_large(call, resp.status_code, resp.headers)
                 return parse_response(call.name, resp.status_code, resp.headers, bytes(body))
-        except requests.RequestException as e:
-            raise _transport_error(call, e) from None
         finally:
             if limiter is not None:
                 limiter.settle()
+
+    @contextmanager
+    def _open(self, call: ApiCall, token: str | None) -> Iterator[requests.Response]:
+        """Send ``call`` on the keep-alive session and yield the streamed response: the one sync HTTP
+        path, for API calls and cover copies alike. Transport errors become
+        :class:`MetaStudioConnectionError`."""
+        import requests
+
+        session = self.get_conn()
+        auth = RequestsAkSkAuth(self.signer) if call.authenticated and self.signer else None
+        try:
+            # Prepared here and sent with Session.send(), not Session.request(): request() re-reads
+            # the proxy and CA-bundle variables of the whole environment on every call (about half a
+            # millisecond in a worker); _environment() reads them once per host. API calls need no
+            # cookies and no redirects.
+            request = requests.PreparedRequest()
+            headers = self._headers(call, token)
+            request.prepare(method=call.method, url=call.url, headers=headers, data=call.body, auth=auth)
+            with session.send(
+                request,
+                stream=True,
+                allow_redirects=False,
+                timeout=self.config.timeout,
+                **self._environment(call.url),
+            ) as resp:
+                yield resp
+        except requests.RequestException as e:
+            raise _transport_error(call, e) from None
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """``proxies``, ``verify`` and ``cert`` for ``url`` as ``Session.request()`` would merge them
+        (``HTTPS_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, the connection's ``verify``), once per
+        scheme and host for the hook's life."""
+        cache: dict[tuple[str, str], dict[str, Any]] = self.__dict__.setdefault("_environment_by_host", {})
+        key = urlsplit(url)[:2]
+        if key not in cache:
+            # The connection's verify goes in explicitly: merged from the session instead, a
+            # REQUESTS_CA_BUNDLE variable would silently turn verify=False back on (psf/requests#3829).
+            verify = self.config.verify
+            merged = self.get_conn().merge_environment_settings(url, {}, None, verify, None)
+            cache[key] = {"proxies": merged["proxies"], "verify": merged["verify"], "cert": merged["cert"]}
+        return cache[key]
 
     async def _asend(self, call: ApiCall) -> ApiResponse:
         await self.aget_config()
@@ -922,33 +964,30 @@ class MetaStudioHook(BaseHook):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _download_once(self, call: ApiCall, out: IO[bytes]) -> int:
-        try:
-            with self.get_conn().get(call.url, stream=True, timeout=self.config.timeout) as resp:
-                if resp.status_code != 200:
-                    body = resp.raw.read(65536, decode_content=True) or b""
-                    try:
-                        parse_response("cover", resp.status_code, resp.headers, body)
-                    except MetaStudioAuthError as e:
-                        expires = cover_url_expiry(call.url)
-                        raise MetaStudioAuthError(
-                            f"{e} - the cover URL is refused; it expires at {expires}, copy covers "
-                            "soon after the job ends",
-                            status=e.status,
-                            error_code=e.error_code,
-                            error_msg=e.error_msg,
-                            request_id=e.request_id,
-                            call="cover",
-                        ) from None
-                if hasattr(out, "seekable") and out.seekable():  # a retry starts the file over
-                    out.seek(0)
-                    out.truncate()
-                size = 0
-                for chunk in resp.iter_content(1 << 16):
-                    out.write(chunk)
-                    size += len(chunk)
-                return size
-        except requests.RequestException as e:
-            raise _transport_error(call, e) from None
+        with self._open(call, None) as resp:
+            if resp.status_code != 200:
+                body = resp.raw.read(65536, decode_content=True) or b""
+                try:
+                    parse_response("cover", resp.status_code, resp.headers, body)
+                except MetaStudioAuthError as e:
+                    expires = cover_url_expiry(call.url)
+                    raise MetaStudioAuthError(
+                        f"{e} - the cover URL is refused; it expires at {expires}, copy covers "
+                        "soon after the job ends",
+                        status=e.status,
+                        error_code=e.error_code,
+                        error_msg=e.error_msg,
+                        request_id=e.request_id,
+                        call="cover",
+                    ) from None
+            if hasattr(out, "seekable") and out.seekable():  # a retry starts the file over
+                out.seek(0)
+                out.truncate()
+            size = 0
+            for chunk in resp.iter_content(1 << 16):
+                out.write(chunk)
+                size += len(chunk)
+            return size
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call (list, one job). Never raises."""

@@ -1426,6 +1426,40 @@ def test_session_is_reused_and_configured(tmp_path):
     assert hook.get_conn() is not session
 
 
+def test_proxy_and_ca_bundle_variables_are_honoured_and_read_once(requests_mock, monkeypatch, tmp_path):
+    # The sync path bypasses Session.request() (which re-reads the environment on every call), so it
+    # must still apply what request() would: HTTPS_PROXY / NO_PROXY and REQUESTS_CA_BUNDLE.
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_text("x")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.test:3128")
+    monkeypatch.setenv("NO_PROXY", "obs.example.test")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    requests_mock.get(SHOW_URL, **ok())
+    requests_mock.get("https://obs.example.test/cover.png", content=b"png")
+    hook = make_hook()
+    hook.get_picture_modeling_job(JOB_ID)
+    hook.download_cover("https://obs.example.test/cover.png", io.BytesIO())
+    api, cover = requests_mock.request_history
+    assert api.proxies["https"] == "http://proxy.corp.test:3128"
+    assert api.verify == str(bundle)
+    assert "https" not in cover.proxies  # NO_PROXY
+    # Read once per host for the hook's life: a later change of the environment is not seen ...
+    monkeypatch.setenv("HTTPS_PROXY", "http://other-proxy.corp.test:3128")
+    hook.get_picture_modeling_job(JOB_ID)
+    assert requests_mock.last_request.proxies["https"] == "http://proxy.corp.test:3128"
+    # ... until the hook is closed.
+    hook.close()
+    hook.get_picture_modeling_job(JOB_ID)
+    assert requests_mock.last_request.proxies["https"] == "http://other-proxy.corp.test:3128"
+
+
+def test_connection_verify_false_wins_over_ca_bundle_variable(requests_mock, monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "corp-ca.pem"))
+    requests_mock.get(SHOW_URL, **ok())
+    make_hook({"verify": False}).get_picture_modeling_job(JOB_ID)
+    assert requests_mock.last_request.verify is False
+
+
 # -- test_connection -----------------------------------------------------------------------------------
 
 

@@ -18,8 +18,9 @@ def _fix_reschedule_start_date_in_dag_test() -> None:
 
     In ``dag.test()`` the task SDK's in-process comms hand a reschedule sensor the first reschedule
     date as the raw JSON string (``model_construct`` skips validation), so every reschedule-mode
-    sensor (any sensor, not only ours) dies with ``TypeError`` on the second poke that finds nothing. Real deployments
-    go through the supervisor's socket, which validates the message. Here we only validate it.
+    sensor (any sensor, not only ours) dies with ``TypeError`` on the second poke that finds nothing.
+    Real deployments go through the supervisor's socket, which validates the message. Here we only
+    validate it.
     """
     from packaging.version import Version
 
@@ -30,7 +31,7 @@ def _fix_reschedule_start_date_in_dag_test() -> None:
     from airflow.sdk.api.client import TaskInstanceOperations
     from airflow.sdk.execution_time.comms import TaskRescheduleStartDate
 
-    def get_reschedule_start_date(self, id, try_number=1):  # noqa: A002 - Airflow's signature
+    def get_reschedule_start_date(self, id, try_number=1):  # Airflow's signature
         resp = self.client.get(f"task-reschedules/{id}/start_date", params={"try_number": try_number})
         return TaskRescheduleStartDate(start_date=resp.json())
 

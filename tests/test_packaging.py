@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +62,12 @@ def test_importing_the_hook_trigger_and_sensor_does_not_import_requests(tmp_path
     if before:
         pytest.skip("this Airflow imports requests itself: nothing for the provider to save")
     assert after is False
+
+
+@pytest.mark.skipif(
+    not os.environ.get("METASTUDIO_EXPECT_INSTALLED"), reason="only under scripts/run-tests.sh"
+)
+def test_the_suite_runs_against_the_installed_wheel():
+    import airflow_provider_metastudio
+
+    assert "site-packages" in Path(airflow_provider_metastudio.__file__).parts

@@ -339,6 +339,10 @@ class MetaStudioHook(BaseHook):
             await amask_secret(secret)
         self.__dict__["config"] = config
 
+    def adopt_config(self, config: MetaStudioConnectionConfig) -> None:
+        """Use a config another hook of this process already looked up (and so already masked)."""
+        self.__dict__["config"] = config
+
     @cached_property
     def config(self) -> MetaStudioConnectionConfig:
         """The connection, looked up once per hook and validated."""
@@ -587,10 +591,12 @@ class MetaStudioHook(BaseHook):
             if isinstance(exc, MetaStudioAuthError):
                 return 0.0
             if isinstance(exc, MetaStudioThrottledError) and exc.retry_after is not None:
+                # Capped: a gateway answering "in an hour" must not hold a worker slot for an hour.
+                delay = min(exc.retry_after, self.retry_max_delay)
                 limiter = self._limiter(call)
                 if limiter is not None:
-                    limiter.backoff(exc.retry_after)  # every caller of this tenant holds back
-                return exc.retry_after
+                    limiter.backoff(delay)  # every caller of this tenant holds back
+                return delay
             return float(self._backoff(state))
 
         def before_sleep(state: tenacity.RetryCallState) -> None:

@@ -10,7 +10,8 @@ The scheme (measured in ``benchmarks/bench_polling.py``; see the README's Perfor
   CANCELED``) newest first (``sort_key=update_time, sort_dir=desc``, 100 per page) and stops at the
   first job that ended before the previous round's high-water mark minus a safety margin. One call
   per round covers every watched job, however many; a busy round costs one call per 100 jobs that
-  finished since the last one. Every watched job found there is done, with its full details.
+  finished since the last one. Every watched job found there is done, with its full details. The
+  first scan reads back an hour (at most 5 pages), for jobs that ended while no triggerer ran.
 * **Confirmation scan, for new watches only.** A job that ended *before* the first finished scan
   would never show up in later ones, so each new watch is confirmed once in the list of running
   jobs (``state=WAITING,PROCESSING``, newest first). Jobs that are neither running nor among the
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import MetaStudioError, MetaStudioNotFoundError
 from airflow_provider_metastudio.hooks.metastudio import MAX_PAGE_SIZE, JobPage, MetaStudioHook
 from airflow_provider_metastudio.models import TERMINAL_STATES, JobState, PictureModelingJob
@@ -48,6 +50,11 @@ RUNNING = [JobState.WAITING.value, JobState.PROCESSING.value]
 # Jobs may become visible in the finished list slightly out of end_time order; rescan this much
 # (server time) behind the newest end_time already seen.
 SAFETY_MARGIN = timedelta(seconds=120)
+# The first scan of a poller (a triggerer that starts or restarts) reads back this far, in at most
+# this many pages: jobs that ended while no triggerer watched them are found at once, instead of
+# after two confirmation passes and a details call each (tens of rounds at 10,000 watches).
+FIRST_SCAN_LOOKBACK = timedelta(hours=1)
+FIRST_SCAN_PAGES = 5
 # Confirmation pages per round, so confirming 10,000 new watches never starves the finished scan.
 CONFIRM_PAGES_PER_ROUND = 10
 # Details calls per round. They share nothing with the list calls but the round's time: a backlog
@@ -171,11 +178,13 @@ class TenantPoller:
         )
 
     async def _finished_scan(self) -> None:
+        first = self.high_water is None
         cutoff = self.high_water - SAFETY_MARGIN if self.high_water else None
         newest = self.high_water
-        offset = 0
-        while self.watches:
+        offset = pages = 0
+        while self.watches:  # stops early once every watch is resolved
             count, jobs, request_id = await self._list(TERMINAL, offset, sort_key="update_time")
+            pages += 1
             for job in jobs:
                 self._resolve(job, request_id)
                 if job.end_time and (newest is None or job.end_time > newest):
@@ -183,9 +192,13 @@ class TenantPoller:
             offset += len(jobs)
             if not jobs or offset >= count:
                 break
+            if first and cutoff is None and newest is not None:
+                cutoff = newest - FIRST_SCAN_LOOKBACK  # server time: the first page's newest end
             last_end = jobs[-1].end_time
-            if cutoff is None or (last_end is not None and last_end < cutoff):
-                break  # the first scan only sets the mark; later ones stop at it
+            if (first and pages >= FIRST_SCAN_PAGES) or cutoff is None:
+                break
+            if last_end is not None and last_end < cutoff:
+                break
         # No finished job at all yet: the next scan must read everything that finishes meanwhile,
         # not just its first page.
         self.high_water = newest or _EPOCH
@@ -265,6 +278,15 @@ _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, .
 )
 
 
+# A connection lookup costs about a millisecond of the event loop's CPU (secrets backends, Fernet);
+# 10,000 triggers starting at once (a triggerer restart) would stall the loop for seconds. Triggers
+# of one connection in one loop share a lookup for this long, so a changed connection is still seen.
+CONFIG_TTL = 30.0
+_CONFIGS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[MetaStudioConnectionConfig]]]
+] = weakref.WeakKeyDictionary()
+
+
 def tenant_key(hook: MetaStudioHook) -> tuple[str, ...]:
     cfg = hook.config
     identity = cfg.ak or cfg.user or "token"
@@ -273,8 +295,20 @@ def tenant_key(hook: MetaStudioHook) -> tuple[str, ...]:
 
 async def acquire(hook: MetaStudioHook) -> TenantPoller:
     """The shared poller for this hook's tenant in the running loop (reference counted)."""
-    await hook.aget_config()
-    per_loop = _POLLERS.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    configs = _CONFIGS.setdefault(loop, {})
+    conn_id = hook.metastudio_conn_id
+    entry = configs.get(conn_id)
+    if entry is None or time.monotonic() - entry[0] >= CONFIG_TTL:
+        # A task, so triggers starting together wait for one lookup instead of each making its own.
+        entry = configs[conn_id] = (time.monotonic(), loop.create_task(hook.aget_config()))
+    try:
+        hook.adopt_config(await asyncio.shield(entry[1]))
+    except Exception:
+        if configs.get(conn_id) is entry:  # a failed lookup is not kept: the next trigger retries
+            del configs[conn_id]
+        raise
+    per_loop = _POLLERS.setdefault(loop, {})
     key = tenant_key(hook)
     poller = per_loop.get(key)
     if poller is None:

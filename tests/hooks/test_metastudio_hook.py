@@ -114,8 +114,7 @@ def make_hook(extra=None, *, login=AK, password=SK, retry_limit=2, clock=fixed_c
     return MetaStudioHook(
         config=make_config(extra, login=login, password=password, rate_limits=rate_limits),
         retry_limit=retry_limit,
-        retry_delay=0,
-        retry_max_delay=0,
+        retry_delay=0,  # backoffs are 0; Retry-After waits are real values (and capped at 60 s)
         clock=clock,
     )
 
@@ -1131,6 +1130,18 @@ def test_retry_after_is_honoured(requests_mock, sleeps, caplog):
     make_hook(retry_limit=2).get_picture_modeling_job(JOB_ID)
     assert sleeps == [3.0]
     assert "retrying in 3.0s" in _hook_records(caplog, logging.WARNING)[0]
+
+
+def test_retry_after_is_capped_at_the_hooks_max_delay(requests_mock, sleeps):
+    # A gateway that says "come back in an hour" must not hold a worker slot for an hour: the hook
+    # waits at most retry_max_delay, then asks again (and fails after its retries if still refused).
+    requests_mock.get(
+        SHOW_URL, [error(429, "APIGW.0308", "throttled", headers={"Retry-After": "3600"}), ok()]
+    )
+    hook = make_hook(retry_limit=2)
+    hook.retry_max_delay = 45.0
+    hook.get_picture_modeling_job(JOB_ID)
+    assert sleeps == [45.0]
 
 
 def test_retry_after_as_http_date_is_honoured(requests_mock, sleeps):

@@ -242,3 +242,49 @@ def test_more_than_a_page_finishing_before_any_other_job_finished(metastudio_emu
 
     results = asyncio.run(scenario())
     assert [r[0]["status"] for r in results] == ["success"] * 150
+
+
+@FAST
+def test_restarted_triggerer_finds_jobs_that_ended_while_down(metastudio_emulator, metastudio_connection):
+    emu = metastudio_emulator
+    watched = emu.create_job(name="watched", waiting_seconds=0, processing_seconds=0)
+    emu.clock.advance(600)  # it ended ten minutes before the (re)started triggerer picked it up
+    for i in range(250):  # newer finished jobs: the watched one is on the third page
+        emu.create_job(name=f"done-{i}", waiting_seconds=0, processing_seconds=0)
+    for i in range(150):  # and two pages of running jobs
+        emu.create_job(name=f"running-{i}", waiting_seconds=3600)
+    started = time.monotonic()
+    (event,) = asyncio.run(_events(_trigger(watched["job_id"], interval=5.0)))
+    assert event["status"] == "success"
+    assert event["job"]["job_id"] == watched["job_id"]
+    # Found by the first round's finished scan: not after two confirmation passes of the running
+    # list (two intervals, 10 s) and a details call.
+    assert time.monotonic() - started < 4
+    assert emu.count(call="show") == 0
+    assert emu.count(call="list") == 3
+
+
+@FAST
+@pytest.mark.parametrize("ttl, lookups", [(30.0, 1), (0.0, 20)], ids=["shared", "expired"])
+def test_triggers_of_one_connection_share_a_lookup(
+    ttl, lookups, metastudio_emulator, metastudio_connection, monkeypatch
+):
+    from airflow_provider_metastudio.hooks import metastudio as hook_module
+
+    seen: list[str] = []
+    real = hook_module.aget_connection
+
+    async def counting(conn_id):
+        seen.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(hook_module, "aget_connection", counting)
+    monkeypatch.setattr(poller_module, "CONFIG_TTL", ttl)
+    jobs = [metastudio_emulator.create_job(name=f"c{i}", processing_seconds=0.5) for i in range(20)]
+
+    async def scenario():
+        return await asyncio.gather(*(_events(_trigger(j["job_id"])) for j in jobs))
+
+    results = asyncio.run(scenario())
+    assert [r[0]["status"] for r in results] == ["success"] * 20
+    assert seen == [metastudio_connection] * lookups

@@ -14,22 +14,24 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 
 def _fix_reschedule_start_date_in_dag_test() -> None:
-    """Work around apache/airflow#58777 (fixed by #58791 in 3.1.4; the 3.0 line never got it).
+    """Work around apache/airflow#58777 (fixed by apache/airflow#58791; 3.3.2 has the fix, the 3.0
+    line never got it).
 
     In ``dag.test()`` the task SDK's in-process comms hand a reschedule sensor the first reschedule
     date as the raw JSON string (``model_construct`` skips validation), so every reschedule-mode
     sensor (any sensor, not only ours) dies with ``TypeError`` on the second poke that finds nothing.
     Real deployments go through the supervisor's socket, which validates the message. Here we only
-    validate it.
+    validate it, and only where Airflow's own code still has the bug.
     """
-    from packaging.version import Version
+    import inspect
 
-    from airflow_provider_metastudio._compat import AIRFLOW_VERSION
-
-    if not (3, 0, 0) <= Version(AIRFLOW_VERSION).release[:3] < (3, 1, 4):
+    try:
+        from airflow.sdk.api.client import TaskInstanceOperations
+        from airflow.sdk.execution_time.comms import TaskRescheduleStartDate
+    except ImportError:  # Airflow 2
         return
-    from airflow.sdk.api.client import TaskInstanceOperations
-    from airflow.sdk.execution_time.comms import TaskRescheduleStartDate
+    if "model_construct" not in inspect.getsource(TaskInstanceOperations.get_reschedule_start_date):
+        return
 
     def get_reschedule_start_date(self, id, try_number=1):  # Airflow's signature
         resp = self.client.get(f"task-reschedules/{id}/start_date", params={"try_number": try_number})

@@ -290,3 +290,12 @@ def pyplot() -> Any:
         print("matplotlib is not installed: no chart (pip install '.[bench]')", file=sys.stderr)
         return None
     return plt
+
+
+def save_chart(fig: Any, name: str) -> None:
+    """Write ``results/<name>.png`` and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close(fig)

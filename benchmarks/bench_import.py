@@ -29,7 +29,6 @@ import tempfile
 from typing import Any
 
 from _common import (
-    RESULTS,
     command_line,
     environment,
     fmt,
@@ -37,6 +36,7 @@ from _common import (
     median,
     percentile,
     pyplot,
+    save_chart,
     write_results,
 )
 
@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_title("Import time, fresh interpreters")
         ax.legend(fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"{name}.png", dpi=110)
-        plt.close(fig)
+        save_chart(fig, name)
     return 0
 
 

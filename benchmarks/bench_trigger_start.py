@@ -24,7 +24,6 @@ import sys
 import time
 
 from _common import (
-    RESULTS,
     Admin,
     EmulatorProcess,
     command_line,
@@ -32,6 +31,7 @@ from _common import (
     markdown_table,
     median,
     pyplot,
+    save_chart,
     write_results,
 )
 
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.bar(list(samples), [median(v) for v in samples.values()])
         ax.set_ylabel("CPU µs per trigger start")
         ax.set_title(f"{args.n:,} triggers starting in one event loop")
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"{name}.png", dpi=110)
-        plt.close(fig)
+        save_chart(fig, name)
     return 0
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_metastudio._compat import AirflowSensorTimeout, BaseSensorOperator, conf
+from airflow_provider_metastudio._compat import AIRFLOW_V_3, AirflowSensorTimeout, BaseSensorOperator, conf
 from airflow_provider_metastudio.exceptions import MetaStudioJobFailedError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.progress import JobProgress
@@ -65,6 +65,12 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
         job, request_id = self.hook.get_picture_modeling_job_with_request_id(validate_job_id(self.job_id))
+        # In reschedule mode every poke is a new task run that remembers nothing: only the first
+        # one logs the job's state at INFO (Airflow 3 counts reschedules; Airflow 2 does not say, so
+        # there its running states stay at DEBUG), else each poke would log a "first look".
+        rescheduled = self.reschedule and context.get("task_reschedule_count", 0 if AIRFLOW_V_3 else 1) > 0
+        if rescheduled and self._progress.last_state is None and not job.is_terminal:
+            self._progress.last_state = job.state
         self._progress.observe(job, request_id)
         if job.is_success(self.accept_partial_success):
             return PokeReturnValue(is_done=True, xcom_value=job.to_dict())
@@ -86,6 +92,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
                 metastudio_conn_id=self.metastudio_conn_id,
                 poll_interval=self.poke_interval,
                 accept_partial_success=self.accept_partial_success,
+                last_state=self._progress.last_state,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

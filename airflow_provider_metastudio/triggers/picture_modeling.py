@@ -65,6 +65,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
         metastudio_conn_id: str = MetaStudioHook.default_conn_name,
         poll_interval: float = 30.0,
         accept_partial_success: bool = True,
+        last_state: str | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -72,6 +73,8 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
         self.metastudio_conn_id = metastudio_conn_id
         self.poll_interval = float(poll_interval)
         self.accept_partial_success = bool(accept_partial_success)
+        # The state the deferring task last logged: the trigger logs only what changes after it.
+        self.last_state = last_state
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Plain values only: the triggerer stores these in its database. No client, no secret.
@@ -83,6 +86,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
                 "metastudio_conn_id": self.metastudio_conn_id,
                 "poll_interval": self.poll_interval,
                 "accept_partial_success": self.accept_partial_success,
+                "last_state": self.last_state,
             },
         )
 
@@ -91,6 +95,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
         # the list call answers for all their jobs at once, within the service's quota.
         hook = MetaStudioHook(self.metastudio_conn_id)
         progress = JobProgress(self.job_id, self.log)
+        progress.last_state = self.last_state
         poller = None
         try:
             validate_job_id(self.job_id)

@@ -43,6 +43,7 @@ def test_serialize_holds_plain_values_only():
         "metastudio_conn_id": "ms",
         "poll_interval": 7.0,
         "accept_partial_success": False,
+        "last_state": None,
     }
     rebuilt = MetaStudioPictureModelingJobTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -288,3 +289,42 @@ def test_triggers_of_one_connection_share_a_lookup(
     results = asyncio.run(scenario())
     assert [r[0]["status"] for r in results] == ["success"] * 20
     assert seen == [metastudio_connection] * lookups
+
+
+def _info_text(caplog, capfd) -> str:
+    # Airflow 3 routes task and trigger logs through structlog (stdout), Airflow 2 through logging
+    # (which may print them too): whichever saw them; read once, capfd.readouterr() consumes.
+    out, err = capfd.readouterr()
+    in_logging = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    return in_logging if "Picture modeling job" in in_logging else out + err
+
+
+@FAST
+def test_trigger_logs_only_what_changed_after_the_deferring_task(
+    metastudio_emulator, metastudio_connection, caplog, capfd
+):
+    job = metastudio_emulator.create_job(name="logged", processing_seconds=0.5)
+    with caplog.at_level(logging.INFO):
+        (event,) = asyncio.run(_events(_trigger(job["job_id"], last_state="WAITING")))
+    assert event["status"] == "success"
+    text = _info_text(caplog, capfd)
+    assert "(first look)" not in text
+    assert text.count("WAITING -> SUCCEED after") == 1
+
+
+@FAST
+@pytest.mark.parametrize("reschedules, first_looks", [(0, 1), (3, 0)], ids=["first-poke", "rescheduled"])
+def test_a_rescheduled_poke_does_not_log_a_first_look(
+    reschedules, first_looks, metastudio_emulator, metastudio_connection, caplog, capfd
+):
+    from airflow_provider_metastudio._compat import AIRFLOW_V_3
+    from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
+
+    job = metastudio_emulator.create_job(name="poked", waiting_seconds=3600)
+    sensor = MetaStudioPictureModelingJobSensor(task_id="wait", job_id=job["job_id"], mode="reschedule")
+    context = {"task_reschedule_count": reschedules} if AIRFLOW_V_3 else {}
+    with caplog.at_level(logging.INFO):
+        assert sensor.poke(context) is False
+    # Airflow 2 gives no reschedule count: there a running job's first look is never at INFO.
+    text = _info_text(caplog, capfd)
+    assert text.count("(first look) -> WAITING") == (first_looks if AIRFLOW_V_3 else 0)

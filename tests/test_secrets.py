@@ -379,7 +379,14 @@ def test_dag_run_leaks_no_secret(
 
 # -- trigger kwargs of a deferral ------------------------------------------------------------------------
 
-TRIGGER_KWARGS = {"job_id", "end_time", "metastudio_conn_id", "poll_interval", "accept_partial_success"}
+TRIGGER_KWARGS = {
+    "job_id",
+    "end_time",
+    "metastudio_conn_id",
+    "poll_interval",
+    "accept_partial_success",
+    "last_state",
+}
 
 
 def _defer_sensor(job_id: str) -> TaskDeferred:

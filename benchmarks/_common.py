@@ -292,10 +292,10 @@ def pyplot() -> Any:
     return plt
 
 
-def save_chart(fig: Any, name: str) -> None:
-    """Write ``results/<name>.png`` and free the figure."""
+def save_chart(fig: Any, path: Path) -> None:
+    """Write the figure to ``path`` (a PNG under ``results/``) and free it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -29,6 +29,7 @@ import tempfile
 from typing import Any
 
 from _common import (
+    RESULTS,
     command_line,
     environment,
     fmt,
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_title("Import time, fresh interpreters")
         ax.legend(fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
-        save_chart(fig, name)
+        save_chart(fig, RESULTS / f"{name}.png")
     return 0
 
 

@@ -48,6 +48,7 @@ from _common import (
     median,
     percentile,
     pyplot,
+    save_chart,
     write_results,
 )
 
@@ -245,9 +246,7 @@ def chart(stats: list[dict[str, Any]], path: Any) -> None:
     ax.set_title("One job-details call against the local emulator")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

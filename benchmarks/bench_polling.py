@@ -44,6 +44,7 @@ from _common import (
     markdown_table,
     percentile,
     pyplot,
+    save_chart,
     write_results,
 )
 
@@ -599,9 +600,7 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
                     textcoords="offset points",
                     ha="right",
                 )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

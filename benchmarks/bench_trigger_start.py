@@ -24,6 +24,7 @@ import sys
 import time
 
 from _common import (
+    RESULTS,
     Admin,
     EmulatorProcess,
     command_line,
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.bar(list(samples), [median(v) for v in samples.values()])
         ax.set_ylabel("CPU µs per trigger start")
         ax.set_title(f"{args.n:,} triggers starting in one event loop")
-        save_chart(fig, name)
+        save_chart(fig, RESULTS / f"{name}.png")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-DAG_FILE = Path(__file__).parent / "dags" / "metastudio_e2e_dags.py"
+DAGS = Path(__file__).parent / "dags"
 
 
 @pytest.fixture(scope="session")
@@ -25,13 +25,23 @@ def airflow_db() -> Path:
     return Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
 
 
-@pytest.fixture(scope="session")
-def e2e_dags(airflow_db: Path) -> Any:
-    spec = importlib.util.spec_from_file_location("metastudio_e2e_dags", DAG_FILE)
+def _load_dag_file(name: str) -> Any:
+    """Import ``dags/<name>.py`` by path (the DAG folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, DAGS / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def e2e_dags(airflow_db: Path) -> Any:
+    return _load_dag_file("metastudio_e2e_dags")
+
+
+@pytest.fixture(scope="session")
+def fault_dags(airflow_db: Path) -> Any:
+    return _load_dag_file("metastudio_fault_dags")
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import json
 import threading
 import time
@@ -31,7 +30,6 @@ from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPict
 # so reschedule mode really reschedules and deferrable mode really defers.
 pytestmark = pytest.mark.metastudio_emulator(waiting_seconds=1, processing_seconds=5, seed=11)
 
-FAULT_DAG_FILE = Path(__file__).parent / "dags" / "metastudio_fault_dags.py"
 MODES = ("reschedule", "deferrable")
 CONN_ENV = "AIRFLOW_CONN_METASTUDIO_DEFAULT"
 RESULT_KEYS = ("job_id", "state", "model_asset_id", "model_cover_url", "model_cover_url_expires_at")
@@ -56,15 +54,6 @@ class FaultRun:
     xcoms: dict[tuple[str, str], Any]
     run_id: str
     seconds: float
-
-
-@pytest.fixture(scope="session")
-def fault_dags(airflow_db: Path) -> Any:
-    spec = importlib.util.spec_from_file_location("metastudio_fault_dags", FAULT_DAG_FILE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

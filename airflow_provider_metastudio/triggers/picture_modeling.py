@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -15,6 +16,16 @@ from airflow_provider_metastudio.models import PictureModelingJob, redact_url
 from airflow_provider_metastudio.progress import JobProgress
 from airflow_provider_metastudio.triggers.poller import acquire, release
 from airflow_provider_metastudio.validation import validate_job_id
+
+
+# Airflow's own defer timeout fires this long after the trigger's deadline, so the trigger's final
+# status read and its event (with the real state and durations) always decide, not the scheduler.
+DEFER_TIMEOUT_MARGIN = 300.0
+
+
+def defer_timeout(timeout: float | None) -> timedelta | None:
+    """The ``timeout`` to give ``defer()`` for a wait of ``timeout`` seconds (None: wait forever)."""
+    return None if timeout is None else timedelta(seconds=timeout + DEFER_TIMEOUT_MARGIN)
 
 
 def job_event(job: PictureModelingJob, accept_partial_success: bool) -> dict[str, Any]:
@@ -61,20 +72,28 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
     def __init__(
         self,
         job_id: str,
-        end_time: float,
+        end_time: float | None = None,
         metastudio_conn_id: str = MetaStudioHook.default_conn_name,
         poll_interval: float = 30.0,
         accept_partial_success: bool = True,
         last_state: str | None = None,
+        wait_started: float | None = None,
+        timeout: float | None = None,
+        last_seen: float | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
-        self.end_time = float(end_time)
+        self.end_time = None if end_time is None else float(end_time)
         self.metastudio_conn_id = metastudio_conn_id
         self.poll_interval = float(poll_interval)
         self.accept_partial_success = bool(accept_partial_success)
         # The state the deferring task last logged: the trigger logs only what changes after it.
         self.last_state = last_state
+        # When the whole wait began (the sensor's first poke, the operator's create) and the
+        # configured timeout, so a timeout message states the whole wait, not the trigger's share.
+        self.wait_started = time.time() if wait_started is None else float(wait_started)
+        self.timeout = None if timeout is None else float(timeout)
+        self.last_seen = last_seen  # time.time() of the observation that gave last_state
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Plain values only: the triggerer stores these in its database. No client, no secret.
@@ -87,6 +106,9 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "accept_partial_success": self.accept_partial_success,
                 "last_state": self.last_state,
+                "wait_started": self.wait_started,
+                "timeout": self.timeout,
+                "last_seen": self.last_seen,
             },
         )
 
@@ -102,7 +124,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
             poller = await acquire(hook)
             watch = poller.watch(self.job_id, self.poll_interval, on_state=progress.observe)
             try:
-                remaining = max(self.end_time - time.time(), 0.0)
+                remaining = None if self.end_time is None else max(self.end_time - time.time(), 0.0)
                 job = await asyncio.wait_for(asyncio.shield(watch.future), timeout=remaining)
             except asyncio.TimeoutError:
                 yield TriggerEvent(self._timeout_event(progress.last_state))

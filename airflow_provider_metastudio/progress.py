@@ -33,6 +33,7 @@ class JobProgress:
         self._clock = clock
         self.started = clock() if started is None else started
         self.last_state: str | None = None
+        self.last_seen: float | None = None  # clock time of the last observation
         self._warned_unknown: set[str] = set()
 
     def elapsed(self) -> float:
@@ -40,6 +41,7 @@ class JobProgress:
 
     def observe(self, job: PictureModelingJob, request_id: str | None = None) -> bool:
         """Log the job's state if it changed; return True when it did."""
+        self.last_seen = self._clock()
         if job.state == self.last_state:
             self.log.debug(
                 "Picture modeling job %s still %s (X-Request-Id: %s)", job.job_id, job.state, request_id
@@ -71,3 +73,16 @@ class JobProgress:
             request_id,
         )
         return True
+
+    def timeout_message(self, timeout: float | None) -> str:
+        """Why a wait timed out, with the durations a user needs to judge the timeout."""
+        state = self.last_state or "unseen"
+        seen = (
+            f"last seen {self.last_state} {self._clock() - self.last_seen:.0f}s ago"
+            if self.last_state and self.last_seen is not None
+            else f"last state {state}"
+        )
+        limit = "no timeout" if timeout is None else f"timeout {timeout:.0f}s"
+        return (
+            f"Picture modeling job {self.job_id} still {state} after {self.elapsed():.0f}s ({limit}; {seen})"
+        )

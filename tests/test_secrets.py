@@ -41,6 +41,7 @@ from airflow_provider_metastudio.operators.picture_modeling import (
 from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
 from airflow_provider_metastudio.testing import DEFAULT_PROJECT_ID, Credentials, MetaStudioEmulator
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
+from airflow_provider_metastudio.triggers.poller import TenantPoller
 
 try:  # Airflow >= 3.1: the Task SDK's masker, the one mask_secret feeds
     from airflow.sdk.log import redact
@@ -386,6 +387,9 @@ TRIGGER_KWARGS = {
     "poll_interval",
     "accept_partial_success",
     "last_state",
+    "wait_started",
+    "timeout",
+    "last_seen",
 }
 
 
@@ -519,6 +523,8 @@ def test_auth_failures_echo_no_secret(case, metastudio_emulator, seen, monkeypat
     AUTH_FAILURES[case](emu, monkeypatch)
 
     errors = [_sync_error(job_id), _async_error(job_id)]
+    # The poller ends waits on refused authentication only once it persists this long.
+    monkeypatch.setattr(TenantPoller, "auth_patience", 0.5)
     trigger = MetaStudioPictureModelingJobTrigger(job_id=job_id, end_time=time.time() + 30, poll_interval=0.2)
 
     async def events() -> list[dict[str, Any]]:

@@ -14,10 +14,12 @@ from airflow_provider_metastudio.exceptions import MetaStudioError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import PictureModelingJob, redact_url
 from airflow_provider_metastudio.progress import JobProgress
-from airflow_provider_metastudio.triggers.poller import acquire, release
+from airflow_provider_metastudio.triggers.poller import Watch, watch_job
 from airflow_provider_metastudio.validation import validate_job_id
 
-
+# The final status read at the deadline may take this long (the hook's retries included); Airflow's
+# defer timeout leaves room for it.
+FINAL_READ_TIMEOUT = 120.0
 # Airflow's own defer timeout fires this long after the trigger's deadline, so the trigger's final
 # status read and its event (with the real state and durations) always decide, not the scheduler.
 DEFER_TIMEOUT_MARGIN = 300.0
@@ -113,25 +115,32 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # All triggers of a tenant in this event loop share one poller (see triggers/poller.py):
-        # the list call answers for all their jobs at once, within the service's quota.
-        hook = MetaStudioHook(self.metastudio_conn_id)
-        progress = JobProgress(self.job_id, self.log)
-        progress.last_state = self.last_state
-        poller = None
+        # All triggers of a tenant in this event loop share one poller (see triggers/poller.py); it
+        # hands this trigger what it sees, and the trigger logs it here, in its own task's log.
+        progress = self._progress()
         try:
             validate_job_id(self.job_id)
-            poller = await acquire(hook)
-            watch = poller.watch(self.job_id, self.poll_interval, on_state=progress.observe)
-            try:
-                remaining = None if self.end_time is None else max(self.end_time - time.time(), 0.0)
-                job = await asyncio.wait_for(asyncio.shield(watch.future), timeout=remaining)
-            except asyncio.TimeoutError:
-                yield TriggerEvent(self._timeout_event(progress.last_state))
-                return
-            finally:
-                poller.unwatch(watch)
-            yield TriggerEvent(job_event(job, self.accept_partial_success))
+            async with watch_job(self.metastudio_conn_id, self.job_id, self.poll_interval) as watch:
+                while True:
+                    remaining = None if self.end_time is None else self.end_time - time.time()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    try:
+                        obs = await asyncio.wait_for(watch.next(), timeout=remaining)
+                    except asyncio.TimeoutError:
+                        break
+                    if obs.notice is not None:
+                        self.log.log(obs.level, "%s", obs.notice)
+                    elif obs.error is not None:
+                        raise obs.error
+                    elif obs.job is not None:
+                        progress.observe(obs.job, obs.request_id)
+                        if obs.job.is_terminal:
+                            yield TriggerEvent(job_event(obs.job, self.accept_partial_success))
+                            return
+                # The deadline: one last look, so a job that ended since the last poll (or long
+                # before a triggerer restart rebuilt this trigger) is reported as what it is.
+                yield TriggerEvent(await self._final_event(watch, progress))
         except MetaStudioError as e:
             yield TriggerEvent({"status": "error", "job_id": self.job_id, **_error_fields(e)})
         except Exception as e:  # any other failure must still end the wait with an event
@@ -144,19 +153,31 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
                     "error_type": type(e).__name__,
                 }
             )
-        finally:
-            if poller is not None:
-                await release(poller)
-            if poller is None or poller.hook is not hook:
-                await hook.aclose()
 
-    def _timeout_event(self, last_state: str | None) -> dict[str, Any]:
+    def _progress(self) -> JobProgress:
+        """Progress of the whole wait, resumed from what the deferring task saw (wall clock to monotonic)."""
+        now, mono = time.time(), time.monotonic()
+        progress = JobProgress(self.job_id, self.log, started=mono - max(now - self.wait_started, 0.0))
+        progress.last_state = self.last_state
+        if self.last_seen is not None:
+            progress.last_seen = mono - max(now - self.last_seen, 0.0)
+        return progress
+
+    async def _final_event(self, watch: Watch, progress: JobProgress) -> dict[str, Any]:
+        note = ""
+        try:
+            job, request_id = await asyncio.wait_for(watch.read(), FINAL_READ_TIMEOUT)
+        except (MetaStudioError, asyncio.TimeoutError) as e:
+            note = f"; the final status read failed: {e or type(e).__name__}"
+        else:
+            progress.observe(job, request_id)
+            if job.is_terminal:
+                return job_event(job, self.accept_partial_success)
         return {
             "status": "timeout",
             "job_id": self.job_id,
-            "last_state": last_state,
-            "message": f"Picture modeling job {self.job_id} did not finish before the deadline "
-            f"(last state {last_state})",
+            "last_state": progress.last_state,
+            "message": progress.timeout_message(self.timeout) + note,
         }
 
 

@@ -34,6 +34,9 @@ def test_serialize_holds_plain_values_only():
         metastudio_conn_id="ms",
         poll_interval=7,
         accept_partial_success=False,
+        wait_started=1000.0,
+        timeout=234.5,
+        last_seen=1200.0,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
@@ -44,6 +47,9 @@ def test_serialize_holds_plain_values_only():
         "poll_interval": 7.0,
         "accept_partial_success": False,
         "last_state": None,
+        "wait_started": 1000.0,
+        "timeout": 234.5,
+        "last_seen": 1200.0,
     }
     rebuilt = MetaStudioPictureModelingJobTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -171,8 +177,9 @@ def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, 
     assert [r[0]["job"]["job_id"] for r in results] == [j["job_id"] for j in jobs]
     c = metastudio_emulator.counters()
     rounds = elapsed / 0.3 + 2
-    # Per-job polling would make 60 details calls per round; the poller makes a list call or two.
-    assert c["requests"].get("show", 0) == 0
+    # Per-job polling would make 60 details calls per round; the poller makes a list call or two,
+    # and its safety net at most half the details quota (1/s).
+    assert c["requests"].get("show", 0) <= elapsed * 0.5 + 2
     assert c["requests"]["list"] <= 3 * rounds
     assert poller_module._POLLERS == {} or all(not v for v in poller_module._POLLERS.values())
 
@@ -224,7 +231,7 @@ def test_two_triggers_on_one_job_with_different_intervals(metastudio_emulator, m
     assert fast[0]["status"] == slow[0]["status"] == "success"
     # The slow watcher is answered by the fast one's rounds, well before its own 5 s interval.
     assert time.monotonic() - started < 4
-    assert metastudio_emulator.counters()["requests"].get("show", 0) == 0
+    assert metastudio_emulator.counters()["requests"].get("show", 0) <= 1  # the new watch's first look
 
 
 @FAST
@@ -258,11 +265,11 @@ def test_restarted_triggerer_finds_jobs_that_ended_while_down(metastudio_emulato
     (event,) = asyncio.run(_events(_trigger(watched["job_id"], interval=5.0)))
     assert event["status"] == "success"
     assert event["job"]["job_id"] == watched["job_id"]
-    # Found by the first round's finished scan: not after two confirmation passes of the running
-    # list (two intervals, 10 s) and a details call.
+    # Found in the first round (its finished scan reads back an hour, and the new watch's first
+    # details call runs beside it), not after confirmation passes of the running list.
     assert time.monotonic() - started < 4
-    assert emu.count(call="show") == 0
-    assert emu.count(call="list") == 3
+    assert emu.count(call="show") <= 1
+    assert emu.count(call="list") <= 3
 
 
 @FAST

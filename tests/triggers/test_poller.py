@@ -1,0 +1,375 @@
+"""The shared poller's logic against a scripted service: milliseconds per test, no HTTP.
+
+The scripted service stands in for the hook (list pages and details answers, with errors on
+demand); the poller's timing is tuned down on the instance so rounds take milliseconds. The HTTP
+path and the emulator are covered by ``test_trigger.py`` and the end-to-end suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from airflow_provider_metastudio.config import MetaStudioConnectionConfig
+from airflow_provider_metastudio.exceptions import (
+    MetaStudioAuthError,
+    MetaStudioBadRequestError,
+    MetaStudioError,
+    MetaStudioNotFoundError,
+    MetaStudioServerError,
+)
+from airflow_provider_metastudio.hooks.metastudio import JobPage, MetaStudioHook
+from airflow_provider_metastudio.models import PictureModelingJob
+from airflow_provider_metastudio.triggers import poller as poller_module
+from airflow_provider_metastudio.triggers.poller import Observation, TenantPoller, Watch, tenant_key
+
+T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
+CONFIG = MetaStudioConnectionConfig(
+    project_id="p1", endpoint="http://127.0.0.1:1", ak="AK", sk="SK", rate_limits={"show": 200, "list": 200}
+)
+
+
+class Service:
+    """A scripted MetaStudio: jobs, what the lists show, and errors per call or per job."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.hidden_from_lists: set[str] = set()
+        self.list_error: MetaStudioError | None = None
+        self.show_error: MetaStudioError | None = None
+        self.show_errors: dict[str, MetaStudioError] = {}
+        self.calls: list[tuple[str, Any]] = []
+
+    def add(self, job_id: str, state: str = "PROCESSING", end: int | None = None) -> None:
+        self.jobs[job_id] = {"job_id": job_id, "state": state, "end": end}
+
+    def finish(self, job_id: str, state: str = "SUCCEED", at: int = 0) -> None:
+        self.jobs[job_id].update(state=state, end=at)
+
+    def job(self, job_id: str) -> PictureModelingJob:
+        j = self.jobs[job_id]
+        end = None if j["end"] is None else T0 + timedelta(seconds=j["end"])
+        return PictureModelingJob(job_id, j["state"], end_time=end, model_asset_id=f"asset-{job_id}")
+
+    def page(self, offset: int, limit: int, states: list[str], sort_key: str) -> JobPage:
+        self.calls.append(("list", tuple(states)))
+        if self.list_error is not None:
+            raise self.list_error
+        rows = [
+            self.job(j)
+            for j, v in self.jobs.items()
+            if v["state"] in states and j not in self.hidden_from_lists
+        ]
+        rows.sort(key=lambda job: job.end_time or T0, reverse=True)
+        return JobPage(len(rows), rows[offset : offset + limit], "rid-list")
+
+    def show(self, job_id: str) -> tuple[PictureModelingJob, str]:
+        self.calls.append(("show", job_id))
+        if self.show_error is not None:
+            raise self.show_error
+        if job_id in self.show_errors:
+            raise self.show_errors[job_id]
+        if job_id not in self.jobs:
+            raise MetaStudioNotFoundError(f"404 {job_id}", status=404, error_code="MSS.00000003")
+        return self.job(job_id), "rid-show"
+
+    def count(self, call: str) -> int:
+        return sum(1 for c in self.calls if c[0] == call)
+
+
+class FakeHook:
+    """The two hook methods the poller calls, answered by a :class:`Service`."""
+
+    def __init__(self, service: Service, config: MetaStudioConnectionConfig = CONFIG) -> None:
+        self.service = service
+        self.config = config
+        self.closed = False
+
+    async def alist_picture_modeling_jobs_page(self, *, offset, limit, states, sort_key, sort_dir):
+        await asyncio.sleep(0)
+        return self.service.page(offset, limit, states, sort_key)
+
+    async def aget_picture_modeling_job_with_request_id(self, job_id):
+        await asyncio.sleep(0)
+        return self.service.show(job_id)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def fast(poller: TenantPoller) -> TenantPoller:
+    poller.busy_interval = 0.01
+    poller.net_rounds = 2
+    poller.net_min_period = 0.05
+    poller.backoff_base = 0.005
+    poller.backoff_max = 0.02
+    poller.auth_patience = 0.4
+    return poller
+
+
+def new_poller(service: Service) -> TenantPoller:
+    return fast(TenantPoller("ms", FakeHook(service), ("http://127.0.0.1:1", "p1")))  # type: ignore[arg-type]
+
+
+async def outcome(w: Watch) -> tuple[Observation, list[Observation]]:
+    """The observation that ended the wait, and every notice before it."""
+    notices = []
+    while True:
+        obs = await w.next()
+        if obs.notice is not None:
+            notices.append(obs)
+        elif obs.error is not None or (obs.job is not None and obs.job.is_terminal):
+            return obs, notices
+
+
+async def run(poller: TenantPoller, coro):
+    """Run a scenario (bounded: a lost wait fails the test instead of hanging it), then stop the poller."""
+    try:
+        return await asyncio.wait_for(coro, 10)
+    finally:
+        await poller.close()
+
+
+async def test_an_outage_of_every_call_ends_no_wait_and_is_logged_once(caplog):
+    service = Service()
+    for i in range(3):
+        service.add(f"job-{i}")
+    poller = new_poller(service)
+    outage = MetaStudioServerError("503 gateway", status=503)
+    service.list_error = service.show_error = outage
+    watches = [poller.watch(f"job-{i}", 0.02) for i in range(3)]
+
+    async def scenario():
+        await asyncio.sleep(0.3)  # many failed rounds of both loops
+        assert not any(w.queue.empty() for w in watches)  # each heard of the outage
+        service.list_error = service.show_error = None
+        for i in range(3):
+            service.finish(f"job-{i}", at=i)
+        return await asyncio.gather(*(outcome(w) for w in watches))
+
+    with caplog.at_level(logging.INFO, logger=poller_module.__name__):
+        results = await run(poller, scenario())
+    for final, notices in results:
+        assert final.error is None and final.job is not None and final.job.state == "SUCCEED"
+        texts = [n.notice for n in notices]
+        # Once when the outage starts and once when it ends, per kind of call.
+        assert sum("calls fail" in t for t in texts) == 2, texts
+        assert sum("work again" in t for t in texts) <= 2
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("list calls fail" in m for m in logged) == 1
+    assert sum("details calls fail" in m for m in logged) == 1
+
+
+async def test_a_bad_job_ends_only_its_own_wait():
+    service = Service()
+    service.add("bad")
+    service.add("good")
+    service.hidden_from_lists.add("bad")
+    service.show_errors["bad"] = MetaStudioBadRequestError(
+        "400 MSS.00000003 invalid job_id bad", status=400, error_code="MSS.00000003", request_id="r-bad"
+    )
+    poller = new_poller(service)
+    bad, good = poller.watch("bad", 0.02), poller.watch("good", 0.02)
+
+    async def scenario():
+        bad_end, _ = await outcome(bad)
+        assert "good" in poller.watches  # the neighbour is still watched
+        service.finish("good")
+        return bad_end, (await outcome(good))[0]
+
+    bad_end, good_end = await run(poller, scenario())
+    assert isinstance(bad_end.error, MetaStudioBadRequestError)
+    assert bad_end.error.request_id == "r-bad"
+    assert good_end.job is not None and good_end.job.state == "SUCCEED"
+
+
+async def test_a_job_that_vanishes_while_watched_ends_with_the_service_answer():
+    service = Service()
+    service.add("gone")
+    poller = new_poller(service)
+    w = poller.watch("gone", 0.02)
+
+    async def scenario():
+        first = await w.next()  # seen running first
+        assert first.job is not None and first.job.state == "PROCESSING"
+        del service.jobs["gone"]
+        return await outcome(w)
+
+    final, _ = await run(poller, scenario())
+    assert isinstance(final.error, MetaStudioNotFoundError)
+
+
+@pytest.mark.parametrize("quirk", ["hidden", "listed-below-the-high-water-mark"])
+async def test_a_finished_job_the_lists_miss_is_found_by_the_safety_net(quirk):
+    service = Service()
+    for i in range(5):
+        service.add(f"old-{i}", "SUCCEED", end=100 + i)
+    service.add("late")
+    poller = new_poller(service)
+    w = poller.watch("late", 0.02)
+
+    async def scenario():
+        while poller.rounds < 3:  # the high-water mark is at the newest end (104)
+            await asyncio.sleep(0.01)
+        if quirk == "hidden":
+            service.hidden_from_lists.add("late")
+            service.finish("late", at=200)
+        else:  # listed late, with an old end time: below the high-water mark
+            service.finish("late", at=50)
+        return await outcome(w)
+
+    final, _ = await run(poller, scenario())
+    assert final.job is not None and final.job.state == "SUCCEED"
+    assert service.count("show") >= 1
+
+
+async def test_the_finished_scan_reads_what_is_new_not_the_history():
+    service = Service()
+    for i in range(450):  # five pages of history
+        service.add(f"old-{i}", "SUCCEED", end=i)
+    service.add("watched")
+    poller = new_poller(service)
+    poller.net_min_period = 60.0  # keep the safety net out of this count
+    w = poller.watch("watched", 0.02)
+
+    async def scenario():
+        while poller.rounds < 2:
+            await asyncio.sleep(0.005)
+        before = service.count("list")
+        rounds = poller.rounds
+        while poller.rounds < rounds + 10:
+            await asyncio.sleep(0.005)
+        finished_pages = sum(
+            1 for c in service.calls[before:] if c == ("list", tuple(poller_module.TERMINAL))
+        )
+        service.finish("watched", at=1000)
+        final, _ = await outcome(w)
+        return finished_pages, poller.rounds - rounds, final
+
+    pages, rounds, final = await run(poller, scenario())
+    assert pages <= rounds + 1  # one page a round, not five
+    assert final.job is not None and final.job.state == "SUCCEED"
+
+
+def test_the_terminal_state_filter_is_in_the_enum_order():
+    # The query (and its signature) must be the same in every process, whatever the hash seed.
+    from airflow_provider_metastudio.models import JobState
+
+    assert poller_module.TERMINAL == [s.value for s in JobState if JobState.is_terminal(s.value)]
+
+
+async def test_refused_authentication_ends_the_waits_only_after_the_patience(monkeypatch):
+    service = Service()
+    service.add("a")
+    service.add("b")
+    refused = MetaStudioAuthError("401 APIGW.0301", status=401, error_code="APIGW.0301")
+    service.list_error = service.show_error = refused
+
+    async def same_config(conn_id):
+        return CONFIG
+
+    monkeypatch.setattr(poller_module, "_lookup_config", same_config)
+    poller = new_poller(service)
+    watches = [poller.watch("a", 0.02), poller.watch("b", 0.02)]
+
+    async def scenario():
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(outcome(w) for w in watches))
+        return results, asyncio.get_running_loop().time() - started
+
+    results, took = await run(poller, scenario())
+    assert took >= poller.auth_patience
+    for final, _ in results:
+        assert isinstance(final.error, MetaStudioAuthError)
+        assert "patience" in str(final.error) and "'ms'" in str(final.error)
+
+
+async def test_a_connection_fixed_meanwhile_is_picked_up(monkeypatch):
+    service = Service()
+    service.add("a")
+    refused = MetaStudioAuthError("401 APIGW.0301", status=401, error_code="APIGW.0301")
+    service.list_error = service.show_error = refused
+    fixed = replace(CONFIG, sk="FIXED")
+    working = Service()
+    working.add("a", "SUCCEED", end=1)
+    lookups: list[str] = []
+
+    async def lookup(conn_id):
+        lookups.append(conn_id)
+        return fixed
+
+    monkeypatch.setattr(poller_module, "_lookup_config", lookup)
+    monkeypatch.setattr(poller_module, "_poller_hook", lambda conn_id, config: FakeHook(working, config))
+    poller = new_poller(service)
+    poller.auth_patience = 30.0
+    w = poller.watch("a", 0.02)
+    final, _ = await run(poller, outcome(w))
+    assert final.job is not None and final.job.state == "SUCCEED"
+    assert lookups and set(lookups) == {"ms"}
+    assert poller.hook.config.sk == "FIXED"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"app_user_id": "user-2"},
+        {"security_token": "st-2"},
+        {"sk": "other"},
+        {"endpoint": "http://127.0.0.1:2"},
+    ],
+    ids=["app_user_id", "security_token", "secret", "endpoint"],
+)
+def test_the_tenant_key_covers_what_changes_the_requests(change):
+    base = replace(CONFIG, app_user_id="user-1", security_token="st-1")
+    assert tenant_key(base) == tenant_key(replace(base))
+    assert tenant_key(base) != tenant_key(replace(base, **change))
+    assert all(secret not in repr(tenant_key(base)) for secret in ("SK", "st-1"))
+
+
+async def test_connections_differing_only_in_app_user_id_get_their_own_poller_and_headers(monkeypatch):
+    configs = {"one": replace(CONFIG, app_user_id="user-1"), "two": replace(CONFIG, app_user_id="user-2")}
+
+    async def lookup(conn_id):
+        return configs[conn_id]
+
+    monkeypatch.setattr(poller_module, "_lookup_config", lookup)
+    one = await poller_module.acquire("one")
+    two = await poller_module.acquire("two")
+    try:
+        assert one is not two
+        call = one.hook._show_call("job-1")
+        assert one.hook._headers(call, None)["X-App-UserId"] == "user-1"
+        assert two.hook._headers(call, None)["X-App-UserId"] == "user-2"
+        assert isinstance(one.hook, MetaStudioHook)
+    finally:
+        await poller_module.release(one)
+        await poller_module.release(two)
+
+
+async def test_a_burst_of_finishing_jobs_is_read_in_quick_rounds():
+    service = Service()
+    for i in range(300):
+        service.add(f"j{i}")
+    poller = new_poller(service)
+    poller.busy_interval = 0.02
+    poller.net_min_period = 60.0
+    watches = [poller.watch(f"j{i}", 0.5) for i in range(300)]
+
+    async def scenario():
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(300):  # 300 finish over 0.6 s, far faster than the 0.5 s interval reports
+            service.finish(f"j{i}", at=i)
+            if i % 50 == 49:
+                await asyncio.sleep(0.1)
+        await asyncio.gather(*(outcome(w) for w in watches))
+        return loop.time() - started
+
+    took = await run(poller, scenario())
+    assert took < 0.6 + 0.5  # busy rounds follow the burst instead of the 0.5 s interval

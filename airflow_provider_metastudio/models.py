@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -61,19 +61,54 @@ def redact_url(url: str | None) -> str | None:
     return _SIGNATURE_RE.sub(lambda m: f"{m.group(1)}=***", url)
 
 
+# RFC 3339 and what lenient writers send (the official SDK hands these strings over unparsed):
+# "t" or a space for "T", a fraction of any length (cut to microseconds), "z", an offset with or
+# without its colon or hours only, no offset (UTC), no seconds or no time. Python 3.10's
+# datetime.fromisoformat rejects several of these, so the package parses them itself.
+_TIME_RE = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"(?:[Tt ](?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?)?"
+    r"\s*(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<off_hours>\d{2})(?::?(?P<off_minutes>\d{2}))?)?",
+    re.ASCII,
+)
+
+
+def _datetime(match: re.Match[str]) -> datetime:
+    g = match.groupdict()
+    tz = timezone.utc
+    if g["sign"]:
+        offset = timedelta(hours=int(g["off_hours"]), minutes=int(g["off_minutes"] or 0))
+        tz = timezone(-offset if g["sign"] == "-" else offset)
+    second = int(g["second"] or 0)
+    parsed = datetime(
+        int(g["year"]),
+        int(g["month"]),
+        int(g["day"]),
+        int(g["hour"] or 0),
+        int(g["minute"] or 0),
+        min(second, 59),
+        int((g["fraction"] or "")[:6].ljust(6, "0")),
+        tzinfo=tz,
+    )
+    return parsed + timedelta(seconds=1) if second == 60 else parsed  # a leap second
+
+
 def parse_time(value: Any, field: str) -> datetime | None:
-    """Parse an RFC 3339 time (``2022-11-07T11:43:08Z``, with or without fraction/offset)."""
+    """Parse an RFC 3339 time (``2022-11-07T11:43:08Z``, with or without fraction/offset) to an aware
+    datetime that keeps the given offset; a time without an offset is UTC."""
     if value in (None, ""):
         return None
     if not isinstance(value, str):
         raise MetaStudioInvalidResponseError(f"MetaStudio returned a non-string {field}: {value!r:.80}")
+    match = _TIME_RE.fullmatch(value.strip())
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if match is None:
+            raise ValueError(value)
+        return _datetime(match)
+    except (ValueError, OverflowError):  # also a valid shape with an impossible value (month 13)
         raise MetaStudioInvalidResponseError(
             f"MetaStudio returned an unparseable {field}: {value!r:.80}"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def cover_url_expiry(url: str | None) -> datetime | None:

@@ -510,8 +510,15 @@ BROKEN_ANSWERS = {
     "list-without-jobs-but-count": Broken(
         answers("list_jobs", {"count": 3}), list_all, INVALID, 200, None, "picture_modeling_jobs"
     ),
-    "list-without-count": Broken(
-        answers("list_jobs", {"picture_modeling_jobs": []}), list_all, INVALID, 200, None, "count"
+    # A missing count is tolerated as the SDK tolerates it (see _parse_page); one that is not a number
+    # is not.
+    "list-with-a-bad-count": Broken(
+        answers("list_jobs", {"count": "many", "picture_modeling_jobs": []}),
+        list_all,
+        INVALID,
+        200,
+        None,
+        "count",
     ),
     "truncated-json": Broken(fault("show", "malformed"), show, INVALID, 200, None, "non-JSON body"),
     "empty-body": Broken(fault("show", "empty"), show, INVALID, 200, None, "empty body"),

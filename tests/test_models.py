@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from airflow_provider_metastudio.exceptions import MetaStudioInvalidResponseError
 from airflow_provider_metastudio.models import (
@@ -195,6 +197,7 @@ def test_cover_url_expiry(url, expected):
     assert cover_url_expiry(url) == expected
 
 
+UTC_TIME = datetime(2022, 11, 7, 11, 43, 8, tzinfo=timezone.utc)
 PARSE_TIME_CASES = {
     "Z": ("2022-11-07T11:43:08Z", datetime(2022, 11, 7, 11, 43, 8, tzinfo=timezone.utc)),
     "fraction": ("2022-11-07T11:43:08.250Z", datetime(2022, 11, 7, 11, 43, 8, 250000, tzinfo=timezone.utc)),
@@ -202,6 +205,19 @@ PARSE_TIME_CASES = {
     "naive is UTC": ("2022-11-07T11:43:08", datetime(2022, 11, 7, 11, 43, 8, tzinfo=timezone.utc)),
     "null": (None, None),
     "empty": ("", None),
+    # Forms Python 3.10's fromisoformat rejects: parse_time must not depend on the Python version.
+    "one digit": ("2022-11-07T11:43:08.1Z", datetime(2022, 11, 7, 11, 43, 8, 100000, tzinfo=timezone.utc)),
+    "nanoseconds": ("2022-11-07T19:43:08.123456789+08:00", UTC_TIME.replace(microsecond=123456)),
+    "offset without colon": ("2022-11-07T19:43:08+0800", UTC_TIME),
+    "offset hours only": ("2022-11-07T19:43:08+08", UTC_TIME),
+    "negative offset": ("2022-11-07T06:13:08-05:30", UTC_TIME),
+    "lower-case z and t": ("2022-11-07t11:43:08z", UTC_TIME),
+    "space for T": ("2022-11-07 19:43:08+08:00", UTC_TIME),
+    "comma fraction": ("2022-11-07T11:43:08,5Z", UTC_TIME.replace(microsecond=500000)),
+    "no seconds": ("2022-11-07T11:43Z", UTC_TIME.replace(second=0)),
+    "date only": ("2022-11-07", datetime(2022, 11, 7, tzinfo=timezone.utc)),
+    "surrounding blanks": (" 2022-11-07T11:43:08Z ", UTC_TIME),
+    "leap second": ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, tzinfo=timezone.utc)),
 }
 
 
@@ -217,3 +233,53 @@ def test_parse_time_error_names_the_field_and_truncates():
     with pytest.raises(MetaStudioInvalidResponseError, match="end_time") as exc:
         parse_time("x" * 1000, "end_time")
     assert len(str(exc.value)) < 200
+
+
+def test_parse_time_keeps_the_given_offset():
+    parsed = parse_time("2022-11-07T06:13:08-05:30", "start_time")
+    assert parsed is not None and parsed.utcoffset() == -timedelta(hours=5, minutes=30)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2022-13-07T11:43:08Z",  # month 13
+        "2022-11-07T24:00:00Z",
+        "2022-11-07T11:43:08+24:00",  # offsets stay under a day
+        "2022-11-07T11:43:08.Z",
+        "2022-11-07T11:43:08ZZ",
+        "2022-11-07T11:43:08 UTC",
+        "20221107T114308Z",
+        "\u0662\u0660\u0662\u0662-11-07T11:43:08Z",  # non-ASCII digits
+        "yesterday",
+    ],
+)
+def test_parse_time_refuses(value):
+    with pytest.raises(MetaStudioInvalidResponseError, match="start_time"):
+        parse_time(value, "start_time")
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9998, 12, 31)),
+    offset_minutes=st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59),
+    nanos=st.integers(min_value=0, max_value=999),
+    digits=st.integers(min_value=0, max_value=9),
+    separator=st.sampled_from(["T", "t", " "]),
+    style=st.sampled_from(["colon", "compact", "z"]),
+)
+def test_parse_time_property(moment, offset_minutes, nanos, digits, separator, style):
+    """Any RFC 3339 rendering of an instant (fraction of 0-9 digits, any offset style) parses back to
+    that instant, cut to microseconds, with its offset."""
+    fraction = f"{moment.microsecond:06d}{nanos:03d}"[:digits]
+    if style == "z":
+        offset_minutes = 0
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    zone = {"colon": f"{sign}{hours:02d}:{minutes:02d}", "compact": f"{sign}{hours:02d}{minutes:02d}"}
+    text = moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S") + (f".{fraction}" if digits else "")
+    text += zone.get(style, "Z")
+    expected = moment.replace(
+        microsecond=int(fraction[:6].ljust(6, "0")), tzinfo=timezone(timedelta(minutes=offset_minutes))
+    )
+    parsed = parse_time(text, "start_time")
+    assert parsed == expected and parsed.utcoffset() == expected.utcoffset()

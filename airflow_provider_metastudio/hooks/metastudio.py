@@ -121,14 +121,28 @@ class ApiResponse:
     headers: Mapping[str, str] = field(repr=False)
 
 
+# The key pairs the official SDK reads, in its order (huaweicloudsdkcore DefaultExceptionHandler).
+_ERROR_KEYS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
+
+
 def _error_fields(data: Any) -> tuple[str | None, str | None]:
-    if isinstance(data, dict):
-        if "error_code" in data or "error_msg" in data:
-            return data.get("error_code"), data.get("error_msg")
-        inner = data.get("error")  # IAM answers {"error": {"code": ..., "message": ...}}
-        if isinstance(inner, dict):
-            return inner.get("code"), inner.get("message")
-    return None, None
+    """``(error_code, error_msg)`` of an error body, read like the official SDK: the first pair that
+    is complete, else the first with either half, else the same inside a nested object (IAM's
+    ``{"error": {"code", "message"}}``)."""
+    if not isinstance(data, dict):
+        return None, None
+    pairs = [(data.get(code), data.get(msg)) for code, msg in _ERROR_KEYS]
+    found = next((p for p in pairs if None not in p), None) or next(
+        (p for p in pairs if p != (None, None)), None
+    )
+    if found is None:
+        found = next(
+            (f for f in map(_error_fields, data.values()) if f != (None, None)),
+            (None, None),
+        )
+    code, msg = found
+    # Some gateways send a numeric code; errors carry text.
+    return (None if code is None else str(code)), (None if msg is None else str(msg))
 
 
 def _invalid(
@@ -179,8 +193,9 @@ def parse_response(call: str, status: int, headers: Mapping[str, str], body: byt
             raise _invalid(call, status, request_id, f"the service answered with {what}")
         return ApiResponse(status, data, request_id, headers)
     error_code, error_msg = _error_fields(data)
-    if not json_ok or (error_code is None and error_msg is None):
-        error_msg = f"non-JSON error body ({content_type or 'no content type'}, {len(body)} bytes)"
+    if error_code is None and error_msg is None:
+        what = "JSON error body without a code or message" if json_ok else "non-JSON error body"
+        error_msg = f"{what} ({content_type or 'no content type'}, {len(body)} bytes)"
     hint = None
     if status in (401, 403) and error_code == "APIGW.0301":
         hint = (
@@ -807,13 +822,16 @@ class MetaStudioHook(BaseHook):
 
         :param filters: ``states``, ``sort_key``, ``sort_dir``, ``create_since``, ``create_until``.
         """
-        return _parse_page(self._request(self._list_call(offset=offset, limit=limit, **filters)))
+        return _parse_page(
+            self._request(self._list_call(offset=offset, limit=limit, **filters)), offset, limit
+        )
 
     async def alist_picture_modeling_jobs_page(
         self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
     ) -> JobPage:
         await self.aget_config()
-        return _parse_page(await self._arequest(self._list_call(offset=offset, limit=limit, **filters)))
+        resp = await self._arequest(self._list_call(offset=offset, limit=limit, **filters))
+        return _parse_page(resp, offset, limit)
 
     def list_picture_modeling_jobs(
         self,
@@ -1016,15 +1034,48 @@ def _parse_job(resp: ApiResponse, call: str, data: Any) -> PictureModelingJob:
         raise _invalid(call, resp.status, resp.request_id, str(e)) from None
 
 
-def _parse_page(resp: ApiResponse) -> JobPage:
+def _count(value: Any) -> int | None:
+    """The list's ``count``: None when absent; the SDK converts it with ``int()``, so a string of
+    digits or an integral float counts too."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(value)
+    return value
+
+
+def _parse_page(resp: ApiResponse, offset: int, limit: int) -> JobPage:
+    def invalid(problem: str) -> MetaStudioInvalidResponseError:
+        return _invalid("list", resp.status, resp.request_id, problem)
+
     data = resp.data
-    # Both fields are in the contract; a page without them would read as "no jobs" and end a wait.
-    if not isinstance(data, dict) or not isinstance(data.get("picture_modeling_jobs"), list):
-        raise _invalid("list", resp.status, resp.request_id, "the answer has no picture_modeling_jobs list")
-    count = data.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise _invalid("list", resp.status, resp.request_id, "the answer has no valid count")
-    jobs = [_parse_job(resp, "list", item) for item in data["picture_modeling_jobs"]]
+    if not isinstance(data, dict):
+        raise invalid("the answer is not a JSON object")
+    try:
+        count = _count(data.get("count"))
+    except ValueError:
+        raise invalid(f"the answer has an invalid count: {data.get('count')!r:.40}") from None
+    items = data.get("picture_modeling_jobs")
+    if items is None:
+        # The SDK reads a missing list as None. Only a count of 0 makes that an empty page: with
+        # jobs counted (or no count) it would read as "no jobs" and end a wait.
+        if count != 0:
+            raise invalid("the answer has no picture_modeling_jobs list")
+        items = []
+    if not isinstance(items, list):
+        raise invalid("picture_modeling_jobs is not a list")
+    if count is None:
+        # The SDK leaves a missing count as None, which no pager can use. Assume the least that
+        # keeps paging right: a short page is the last one, a full page has at least one more job
+        # after it (the next request then says), so jobs on later pages are never skipped.
+        count = offset + len(items) + (1 if len(items) >= limit else 0)
+    jobs = [_parse_job(resp, "list", item) for item in items]
     return JobPage(count, jobs, resp.request_id)
 
 
@@ -1041,10 +1092,13 @@ def _rfc3339(value: datetime | str | None, field_name: str) -> str | None:
             raise MetaStudioValidationError(field_name, "must be timezone-aware")
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        parse_time(value, field_name)
+        parsed = parse_time(value, field_name)
     except MetaStudioInvalidResponseError:  # parse_time speaks of the service's answers; this is user input
         raise MetaStudioValidationError(field_name, f"{value!r:.40} is not an RFC 3339 time") from None
-    return value
+    if parsed is None:
+        return None
+    # parse_time accepts lenient forms; the service is sent the strict one.
+    return _rfc3339(parsed, field_name)
 
 
 def _read_photo(photo: Any) -> tuple[bytes, str | None]:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -68,6 +68,8 @@ _STATE_WORD = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 # The clocks have a datetime() method; annotations inside them use this alias.
 DateTime = datetime
+# (state, start_time, end_time, update_time) of a job, in emulated unix seconds.
+Timeline = tuple[str, float | None, float | None, float]
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,11 +321,23 @@ class Job:
     forced_state: str | None = None
     forced_at: float | None = None
 
-    def timeline(self, now: float) -> tuple[str, float | None, float | None, float]:
-        """``(state, start_time, end_time, update_time)`` at emulated time ``now``."""
+    def timeline(self, now: float, *, lag: float = 0.0) -> Timeline:
+        """``(state, start_time, end_time, update_time)`` at emulated time ``now``.
+
+        :param lag: a read replica's delay: a job that ended less than ``lag`` seconds ago still
+            shows what it was just before it ended.
+        """
+        view = self._timeline(now)
+        state, _, end, _ = view
+        if lag > 0 and end is not None and state in TERMINAL_STATES and now < end + lag:
+            # The natural lifecycle just before the end: for a forced end, what it interrupted.
+            return self._timeline(end - 1e-6, natural=True)
+        return view
+
+    def _timeline(self, now: float, *, natural: bool = False) -> Timeline:
         start_at = self.create_time + self.waiting_seconds
         end_at = start_at + self.processing_seconds
-        if self.forced_state is not None and self.forced_at is not None:
+        if not natural and self.forced_state is not None and self.forced_at is not None:
             at = self.forced_at
             state = self.forced_state
             started = start_at if at >= start_at else None
@@ -373,6 +387,22 @@ class OneShotFault:
     status: int | None = None
     retry_after: float | None = None
     size: int | None = None
+
+
+@dataclass
+class Outage:
+    call: str  # a call name, or "*" for any service call
+    kind: FaultKind
+    until: float  # time.monotonic() when normal service resumes
+
+
+@dataclass(frozen=True)
+class ListQuirks:
+    """How the list call may differ from the details call (unconfirmed behaviours of the service)."""
+
+    ignore_sort: bool = False
+    visibility_delay: float = 0.0
+    stale_update_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -433,6 +463,9 @@ class EmulatorState:
         self.fault_calls: set[str] = set(config.fault_calls)
         self.delay_seconds = config.delay_seconds
         self._one_shots: list[OneShotFault] = []
+        self._outages: list[Outage] = []
+        self._job_errors: dict[str, tuple[int, str, str]] = {}
+        self._list_quirks = ListQuirks()
         # counters
         self._log: deque[dict[str, Any]] = deque(maxlen=config.max_log_entries)
         self._requests: Counter[str] = Counter()
@@ -617,23 +650,26 @@ class EmulatorState:
     # ---------------------------------------------------------------- faults
 
     def pick_fault(self, call: str) -> FaultDecision | None:
-        """The fault for the next request of ``call``: a queued one-shot first, else a seeded draw."""
+        """The fault for the next request of ``call``: an outage first, then a queued one-shot, else
+        a seeded draw. One-shots wait out an outage: they are not consumed by its requests."""
         with self.lock:
+            clock = time.monotonic()
+            self._outages = [o for o in self._outages if o.until > clock]
+            for outage in self._outages:
+                if _matches(outage.call, call):
+                    return self._decision(outage.kind, source="outage")
             for index, shot in enumerate(self._one_shots):
-                if shot.call == call or (shot.call == "*" and call in SERVICE_CALLS):
+                if _matches(shot.call, call):
                     shot.remaining -= 1
                     if shot.remaining <= 0:
                         del self._one_shots[index]
-                    status = shot.status
-                    if shot.kind is FaultKind.HTML and status is None:
-                        status = self._fault_rng.choice((502, 503, 504))
-                    return FaultDecision(
+                    return self._decision(
                         shot.kind,
-                        status,
-                        self.delay_seconds if shot.delay is None else shot.delay,
-                        1.0 if shot.retry_after is None else shot.retry_after,
-                        self.config.huge_body_bytes if shot.size is None else shot.size,
-                        "one-shot",
+                        status=shot.status,
+                        delay=shot.delay,
+                        retry_after=shot.retry_after,
+                        size=shot.size,
+                        source="one-shot",
                     )
             if call not in self.fault_calls or not self.fault_rates:
                 return None
@@ -645,6 +681,28 @@ class EmulatorState:
                     status = self._fault_rng.choice((502, 503, 504)) if kind is FaultKind.HTML else None
                     return FaultDecision(kind, status, self.delay_seconds, 1.0, self.config.huge_body_bytes)
             return None
+
+    def _decision(
+        self,
+        kind: FaultKind,
+        *,
+        status: int | None = None,
+        delay: float | None = None,
+        retry_after: float | None = None,
+        size: int | None = None,
+        source: str,
+    ) -> FaultDecision:
+        """A fault of ``kind``, settings not given taken from the emulator's defaults."""
+        if kind is FaultKind.HTML and status is None:
+            status = self._fault_rng.choice((502, 503, 504))
+        return FaultDecision(
+            kind,
+            status,
+            self.delay_seconds if delay is None else delay,
+            1.0 if retry_after is None else retry_after,
+            self.config.huge_body_bytes if size is None else size,
+            source,
+        )
 
     def inject(
         self,
@@ -661,8 +719,7 @@ class EmulatorState:
         fault_kind = FaultKind.parse(kind)
         if count < 1:
             raise ValueError("count must be at least 1")
-        if call != "*" and call not in (*SERVICE_CALLS, CALL_IAM, CALL_COVER):
-            raise ValueError(f"unknown call {call!r}")
+        _check_call(call)
         if status is not None and fault_kind is FaultKind.HTML and status not in (502, 503, 504):
             raise ValueError("an html fault answers 502, 503 or 504")
         with self.lock:
@@ -699,13 +756,60 @@ class EmulatorState:
                 self.fault_calls = set(calls)
             return self.fault_settings()
 
+    def outage(self, seconds: float, *, call: str = "*", kind: str | FaultKind = "503") -> None:
+        """Answer every request of ``call`` (``"*"``: any service call) with fault ``kind`` for the
+        next ``seconds`` REAL seconds; then normal service resumes."""
+        fault_kind = FaultKind.parse(kind)
+        _check_call(call)
+        if not float(seconds) > 0:
+            raise ValueError("seconds must be positive")
+        with self.lock:
+            self._outages.append(Outage(call, fault_kind, time.monotonic() + float(seconds)))
+
+    def set_job_error(self, job_id: str, status: int, error_code: str, error_msg: str | None = None) -> None:
+        """Make the details call for ``job_id`` answer ``status`` with this error body (lists are
+        unaffected); the message names the job by default."""
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if not isinstance(error_code, str) or not error_code:
+            raise ValueError("error_code is required")
+        message = error_msg if error_msg is not None else f"Request for job {job_id} failed"
+        with self.lock:
+            self._job_errors[job_id] = (status, error_code, message)
+
+    def clear_job_error(self, job_id: str) -> None:
+        """The details call for ``job_id`` answers normally again."""
+        with self.lock:
+            self._job_errors.pop(job_id, None)
+
+    def set_list_quirks(
+        self, *, ignore_sort: bool = False, visibility_delay: float = 0.0, stale_update_time: bool = False
+    ) -> dict[str, Any]:
+        """Set every list quirk at once (the defaults switch them off); see :class:`ListQuirks`."""
+        if not float(visibility_delay) >= 0:
+            raise ValueError("visibility_delay must not be negative")
+        with self.lock:
+            self._list_quirks = ListQuirks(
+                bool(ignore_sort), float(visibility_delay), bool(stale_update_time)
+            )
+            return self.list_quirks()
+
+    def list_quirks(self) -> dict[str, Any]:
+        with self.lock:
+            return asdict(self._list_quirks)
+
     def clear_faults(self) -> None:
+        """Drop fault shares, one-shots, outages, per-job errors and list quirks."""
         with self.lock:
             self.fault_rates = {}
             self._one_shots.clear()
+            self._outages.clear()
+            self._job_errors.clear()
+            self._list_quirks = ListQuirks()
 
     def fault_settings(self) -> dict[str, Any]:
         with self.lock:
+            clock = time.monotonic()
             return {
                 "rates": dict(self.fault_rates),
                 "delay_seconds": self.delay_seconds,
@@ -722,6 +826,16 @@ class EmulatorState:
                     }
                     for s in self._one_shots
                 ],
+                "outages": [
+                    {"call": o.call, "kind": o.kind.value, "remaining_seconds": round(o.until - clock, 3)}
+                    for o in self._outages
+                    if o.until > clock
+                ],
+                "job_errors": {
+                    job_id: {"status": status, "error_code": code, "error_msg": msg}
+                    for job_id, (status, code, msg) in self._job_errors.items()
+                },
+                "list_quirks": self.list_quirks(),
                 "kinds": list(FAULT_KINDS),
             }
 
@@ -916,6 +1030,15 @@ class EmulatorState:
         with self.lock:
             return list(self._jobs.values())
 
+    def delete_job(self, job_id: str) -> None:
+        """Make a job vanish: the details call answers as for an unknown job, lists omit it.
+
+        :raises KeyError: no such job.
+        """
+        with self.lock:
+            self.job(job_id)
+            del self._jobs[job_id]
+
     def force_state(
         self, job_id: str, state: str, *, error_code: str | None = None, error_msg: str | None = None
     ) -> Job:
@@ -987,10 +1110,10 @@ class EmulatorState:
             hmac.new(self.obs_sk.encode(), to_sign.encode(), hashlib.sha1).digest()
         ).decode()
 
-    def job_info(self, job: Job, now: float | None = None) -> dict[str, Any]:
-        """The job as the service shows it (PictureModelingInfo)."""
+    def job_info(self, job: Job, now: float | None = None, *, lag: float = 0.0) -> dict[str, Any]:
+        """The job as the service shows it (PictureModelingInfo); ``lag``: see :meth:`Job.timeline`."""
         now = self.now() if now is None else now
-        state, start, end, _ = job.timeline(now)
+        state, start, end, _ = job.timeline(now, lag=lag)
         info: dict[str, Any] = {
             "job_id": job.job_id,
             "state": state,
@@ -1041,6 +1164,8 @@ class EmulatorState:
 
     def show(self, project_id: str, job_id: str) -> Reply:
         with self.lock:
+            if job_id in self._job_errors:
+                return error_reply(*self._job_errors[job_id])
             job = self._jobs.get(job_id)
             if job is None or job.project_id != project_id:
                 return error_reply(404, NOT_FOUND_CODE, NOT_FOUND_MSG)
@@ -1089,11 +1214,16 @@ class EmulatorState:
                     return invalid(name, "must be an RFC 3339 date-time")
         with self.lock:
             now = self.now()
+            quirks = self._list_quirks
+            if quirks.ignore_sort:
+                sort_key, sort_dir = "asset_order", "asc"  # creation order, oldest first
             rows: list[tuple[float, int, Job]] = []
             for job in self._jobs.values():
                 if job.project_id != project_id:
                     continue
-                state, _, _, update = job.timeline(now)
+                state, start, _, update = job.timeline(now, lag=quirks.visibility_delay)
+                if quirks.stale_update_time:
+                    update = job.create_time if start is None else start
                 if states and state not in states:
                     continue
                 # Job times are shown in whole seconds, so filters compare whole seconds too.
@@ -1110,7 +1240,8 @@ class EmulatorState:
                 rows.append((sort_values[sort_key], job.seq, job))
             # Ties are broken by creation sequence, in the same direction as the sort.
             rows.sort(key=lambda r: (r[0], r[1]), reverse=sort_dir == "desc")
-            page = [self.job_info(job, now) for _, _, job in rows[offset : offset + limit]]
+            lag = quirks.visibility_delay
+            page = [self.job_info(job, now, lag=lag) for _, _, job in rows[offset : offset + limit]]
             return json_reply(200, {"count": len(rows), "picture_modeling_jobs": page})
 
     def _check_common(self, style_id: Any, name: Any, notify_url: Any) -> Reply | None:
@@ -1324,13 +1455,26 @@ class EmulatorState:
     # ---------------------------------------------------------------- reset
 
     def reset(self) -> None:
-        """Forget jobs, tokens, quota history, faults and counters (settings are kept)."""
+        """Forget jobs, tokens, quota history, one-shot faults, outages, per-job errors, list quirks
+        and counters (fault shares, quotas and outcomes are kept)."""
         with self.lock:
             self._jobs.clear()
             self._tokens.clear()
             self._tat.clear()
             self._one_shots.clear()
+            self._outages.clear()
+            self._job_errors.clear()
+            self._list_quirks = ListQuirks()
             self.reset_counters()
+
+
+def _matches(pattern: str, call: str) -> bool:
+    return pattern == call or (pattern == "*" and call in SERVICE_CALLS)
+
+
+def _check_call(call: str) -> None:
+    if call != "*" and call not in (*SERVICE_CALLS, CALL_IAM, CALL_COVER):
+        raise ValueError(f"unknown call {call!r}")
 
 
 def _is_http_url(value: Any) -> bool:

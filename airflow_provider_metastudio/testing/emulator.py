@@ -27,11 +27,16 @@ Behaviour worth knowing:
   ``{"error": {"code": "IAM.0101", "message", "title"}}`` plus flat ``error_code``/``error_msg``.
 - Throttling: 429 ``APIGW.0308`` with ``Retry-After`` in REAL seconds: an integer (ceil, >= 1)
   when ``time_scale == 1``, a decimal string such as ``"0.017"`` when time is scaled.
+- Unconfirmed behaviours a client should survive, off by default: list quirks (the list ignores
+  the sort; lists show a finished job late, as a lagging read replica would; ``update_time``
+  sorts by the start time), vanished jobs (``delete_job``), per-job error answers of the details
+  call (``set_job_error``) and outage windows in real seconds (``outage``).
 - Two clocks: ``emu.clock`` (emulated, scaled, ``advance()``-able) drives jobs, quotas, token and
   cover expiry; ``emu.auth_clock`` (real time plus an offset) checks ``X-Sdk-Date``.
 - Admin interface (no auth, loopback clients only), JSON in and out: ``GET /_emulator/health``;
-  ``GET|POST /_emulator/jobs``; ``GET /_emulator/jobs/{id}``; ``POST /_emulator/jobs/{id}/state``;
-  ``GET|PUT|DELETE /_emulator/faults``; ``GET|POST /_emulator/outcomes``;
+  ``GET|POST /_emulator/jobs``; ``GET|DELETE /_emulator/jobs/{id}``; ``POST /_emulator/jobs/{id}/state``;
+  ``PUT|DELETE /_emulator/jobs/{id}/error``; ``GET|PUT|DELETE /_emulator/faults``;
+  ``GET|PUT|DELETE /_emulator/list-quirks``; ``POST /_emulator/outages``; ``GET|POST /_emulator/outcomes``;
   ``GET /_emulator/counters``; ``GET /_emulator/requests``; ``POST /_emulator/reset-counters``;
   ``GET|POST /_emulator/clock``; ``POST /_emulator/tokens``; ``POST /_emulator/tokens/expire``;
   ``GET|PUT /_emulator/quotas``; ``POST /_emulator/reset``.
@@ -501,6 +506,20 @@ def _admin_call(state: EmulatorState, method: str, path: str, payload: dict[str,
             return json_reply(200, state.job_info(job))
         if method == "GET" and len(parts) == 2:
             return json_reply(200, state.job_record(state.job(unquote(parts[1]))))
+        if method == "DELETE" and len(parts) == 2:
+            state.delete_job(unquote(parts[1]))
+            return json_reply(200, {"deleted": unquote(parts[1])})
+        if len(parts) == 3 and parts[2] == "error":
+            if method == "PUT":
+                if "status" not in payload or "error_code" not in payload:
+                    raise ValueError('body must be {"status": 400, "error_code": "MSS.00000003"}')
+                state.set_job_error(
+                    unquote(parts[1]), payload["status"], payload["error_code"], payload.get("error_msg")
+                )
+                return json_reply(200, state.fault_settings()["job_errors"])
+            if method == "DELETE":
+                state.clear_job_error(unquote(parts[1]))
+                return json_reply(200, state.fault_settings()["job_errors"])
         if method == "POST" and len(parts) == 3 and parts[2] == "state":
             if not isinstance(payload.get("state"), str):
                 raise ValueError('body must be {"state": "CANCELED"} (or another job state)')
@@ -540,6 +559,22 @@ def _admin_call(state: EmulatorState, method: str, path: str, payload: dict[str,
                     size=shot.get("size"),
                 )
             return json_reply(200, state.fault_settings())
+    if parts == ["list-quirks"]:
+        if method in ("PUT", "POST"):
+            return json_reply(200, state.set_list_quirks(**payload))
+        if method == "DELETE":
+            return json_reply(200, state.set_list_quirks())
+        if method == "GET":
+            return json_reply(200, state.list_quirks())
+    if parts == ["outages"] and method == "POST":
+        if "seconds" not in payload:
+            raise ValueError('body must be {"seconds": 5, "call": "*", "kind": "503"}')
+        state.outage(
+            float(payload["seconds"]),
+            call=str(payload.get("call", "*")),
+            kind=str(payload.get("kind", "503")),
+        )
+        return json_reply(200, state.fault_settings()["outages"])
     if parts == ["outcomes"]:
         if method == "POST":
             if payload.get("replace"):
@@ -872,6 +907,27 @@ class MetaStudioEmulator:
             self.state.force_state(job_id, state, error_code=error_code, error_msg=error_msg)
         )
 
+    def delete_job(self, job_id: str) -> None:
+        """Make a job vanish: the details call answers 404 as for an unknown job, lists omit it.
+
+        :raises KeyError: no such job.
+        """
+        self.state.delete_job(job_id)
+
+    def set_job_error(self, job_id: str, status: int, error_code: str, error_msg: str | None = None) -> None:
+        """Make the details call for ``job_id`` answer ``status`` with ``{"error_code", "error_msg"}``
+        until :meth:`clear_job_error` (lists still show the job). The id need not exist.
+
+        :param status: an HTTP error status, e.g. 400 or 404.
+        :param error_code: e.g. ``MSS.00000003``.
+        :param error_msg: the message; by default one that names the job id.
+        """
+        self.state.set_job_error(job_id, status, error_code, error_msg)
+
+    def clear_job_error(self, job_id: str) -> None:
+        """The details call for ``job_id`` answers normally again."""
+        self.state.clear_job_error(job_id)
+
     def set_outcome(self, pattern: str, state: str | None) -> None:
         """Jobs created from now on whose name matches ``pattern`` (fnmatch) end in ``state``.
 
@@ -932,8 +988,37 @@ class MetaStudioEmulator:
         """
         return self.state.set_faults(rates, delay_seconds=delay_seconds, calls=calls, replace=replace)
 
+    def outage(self, seconds: float, *, call: str = "*", kind: str | FaultKind = "503") -> None:
+        """Answer every request of ``call`` with fault ``kind`` for the next ``seconds`` REAL seconds.
+
+        Outages come before one-shot faults (which wait for the outage to end) and are counted in
+        the fault counters like any other fault.
+
+        :param seconds: real seconds (not emulated: an outage is about clients' retry timing).
+        :param call: a call name as for :meth:`inject`, or ``*`` (any of the four service calls).
+        :param kind: any :class:`FaultKind` (``"500"``, ``"503"``, ``"html"``, ``"drop"``, ``"429"``...).
+        """
+        self.state.outage(seconds, call=call, kind=kind)
+
+    def set_list_quirks(
+        self, *, ignore_sort: bool = False, visibility_delay: float = 0.0, stale_update_time: bool = False
+    ) -> dict[str, Any]:
+        """Make the list call behave as the real one might (none of this is confirmed); sets all three
+        at once, so the defaults switch them off. The details call always shows the truth.
+
+        :param ignore_sort: ``sort_key``/``sort_dir`` are ignored: creation order, oldest first.
+        :param visibility_delay: emulated seconds after its end before a finished job shows in lists
+            (and matches their state filter) as finished; until then lists show its previous state.
+        :param stale_update_time: ``sort_key=update_time`` sorts by the start time (the creation
+            time before the start), so a job that finishes late can sort below earlier finishers.
+        :return: the quirks now in force.
+        """
+        return self.state.set_list_quirks(
+            ignore_sort=ignore_sort, visibility_delay=visibility_delay, stale_update_time=stale_update_time
+        )
+
     def clear_faults(self) -> None:
-        """Remove every probabilistic share and queued one-shot fault."""
+        """Remove every probabilistic share, queued one-shot, outage, per-job error and list quirk."""
         self.state.clear_faults()
 
     def set_quotas(
@@ -1000,5 +1085,6 @@ class MetaStudioEmulator:
         self.state.reset_counters()
 
     def reset(self) -> None:
-        """Forget jobs, tokens, quota history, one-shot faults and counters; keep settings."""
+        """Forget jobs, tokens, quota history, one-shot faults, outages, per-job errors, list quirks
+        and counters; keep fault shares, quotas and outcomes."""
         self.state.reset()

@@ -461,6 +461,72 @@ def test_list_answer_without_a_job_list_is_invalid(requests_mock):
         list(make_hook(retry_limit=0).list_picture_modeling_jobs())
 
 
+LIST_PAGES = {  # answer -> (total, job ids); the page asked for is offset 0, limit 2
+    "count 0, no list": ({"count": 0}, 0, []),
+    "count 0, null list": ({"count": 0, "picture_modeling_jobs": None}, 0, []),
+    "count as digits": ({"count": "1", "picture_modeling_jobs": [job_json(job_id="a")]}, 1, ["a"]),
+    "integral float count": ({"count": 1.0, "picture_modeling_jobs": [job_json(job_id="a")]}, 1, ["a"]),
+    "no count, short page": ({"picture_modeling_jobs": [job_json(job_id="a")]}, 1, ["a"]),
+    "no count, empty page": ({"picture_modeling_jobs": []}, 0, []),
+    "no count, full page": (  # at least one more: the pager must ask for the next page
+        {"count": None, "picture_modeling_jobs": [job_json(job_id="a"), job_json(job_id="b")]},
+        3,
+        ["a", "b"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "total", "ids"), LIST_PAGES.values(), ids=list(LIST_PAGES))
+def test_list_page_shapes_the_sdk_accepts(requests_mock, body, total, ids):
+    requests_mock.get(LIST_URL, json=body, headers={"X-Request-Id": "rid-list"})
+    page = make_hook(retry_limit=0).list_picture_modeling_jobs_page(limit=2)
+    assert (page.total, [j.job_id for j in page.jobs], page.request_id) == (total, ids, "rid-list")
+
+
+INVALID_LIST_PAGES = {
+    "counted jobs, no list": {"count": 3},
+    "counted jobs, null list": {"count": 3, "picture_modeling_jobs": None},
+    "neither": {},
+    "list not a list": {"count": 1, "picture_modeling_jobs": {"job_id": "a"}},
+    "negative count": {"count": -1, "picture_modeling_jobs": []},
+    "boolean count": {"count": True, "picture_modeling_jobs": []},
+    "text count": {"count": "many", "picture_modeling_jobs": []},
+    "not an object": [job_json()],
+}
+
+
+@pytest.mark.parametrize("body", INVALID_LIST_PAGES.values(), ids=list(INVALID_LIST_PAGES))
+def test_list_pages_that_would_hide_jobs_are_invalid(requests_mock, body):
+    requests_mock.get(LIST_URL, json=body, headers={"X-Request-Id": "rid-bad"})
+    with pytest.raises(MetaStudioInvalidResponseError) as exc:
+        make_hook(retry_limit=0).list_picture_modeling_jobs_page()
+    assert exc.value.request_id == "rid-bad" and exc.value.status == 200
+
+
+def test_list_without_count_pages_to_the_end(requests_mock):
+    jobs = [job_json(job_id=f"job-{i}") for i in range(5)]
+    pager = _paged_list(jobs)
+
+    def respond(request, context):
+        body = pager(request, context)
+        del body["count"]
+        return body
+
+    requests_mock.get(LIST_URL, json=respond)
+    found = list(make_hook().list_picture_modeling_jobs(page_size=2))
+    assert [j.job_id for j in found] == [f"job-{i}" for i in range(5)]
+    assert requests_mock.call_count == 3  # 2 + 2 + 1: the short page is the last
+
+
+def test_list_time_filters_are_sent_in_the_strict_form(requests_mock):
+    requests_mock.get(LIST_URL, json={"count": 0, "picture_modeling_jobs": []})
+    make_hook().list_picture_modeling_jobs_page(
+        create_since="2026-11-24 08:00:00.5+0800", create_until="2026-11-25t00:00:00z"
+    )
+    query = urlsplit(requests_mock.last_request.url).query
+    assert "create_since=2026-11-24T00%3A00%3A00Z&create_until=2026-11-25T00%3A00%3A00Z" in query
+
+
 LIST_VALIDATION = {
     "page_size 0": ({"page_size": 0}, "page_size"),
     "page_size 101": ({"page_size": 101}, "page_size"),
@@ -995,6 +1061,67 @@ ERROR_CASES = {
         None,
     ),
 }
+
+
+# Body shapes huaweicloudsdkcore's DefaultExceptionHandler reads: (body, error_code, error_msg).
+ERROR_BODIES = {
+    "snake": (
+        {"error_code": "MSS.00000003", "error_msg": "Invalid parameter"},
+        "MSS.00000003",
+        "Invalid parameter",
+    ),
+    "camel": ({"errorCode": "MSS.00000005", "errorMsg": "Forbidden"}, "MSS.00000005", "Forbidden"),
+    "code/message": ({"code": "APIGW.0308", "message": "throttled"}, "APIGW.0308", "throttled"),
+    "nested code/message": (
+        {"error": {"code": "IAM.0101", "message": "wrong password", "title": "Unauthorized"}},
+        "IAM.0101",
+        "wrong password",
+    ),
+    "nested snake": ({"error": {"error_code": "MSS.00000004", "error_msg": "boom"}}, "MSS.00000004", "boom"),
+    "numeric code": ({"code": 40001, "message": "bad"}, "40001", "bad"),
+    "code only": ({"error_code": "MSS.00000001"}, "MSS.00000001", None),
+    "message only": ({"message": "Internal server error"}, None, "Internal server error"),
+    "complete pair wins": (
+        {"error_code": None, "code": "X.1", "message": "from code/message"},
+        "X.1",
+        "from code/message",
+    ),
+    "flat wins over nested": (
+        {"error": {"code": "IAM.0101", "message": "nested"}, "error_code": "IAM.0101", "error_msg": "flat"},
+        "IAM.0101",
+        "flat",
+    ),
+}
+ERROR_EXCEPTIONS = {
+    400: MetaStudioBadRequestError,
+    401: MetaStudioAuthError,
+    403: MetaStudioAuthError,
+    404: MetaStudioNotFoundError,
+    409: MetaStudioBadRequestError,
+    429: MetaStudioThrottledError,
+    500: MetaStudioServerError,
+    502: MetaStudioServerError,
+    503: MetaStudioServerError,
+    504: MetaStudioServerError,
+}
+
+
+@pytest.mark.parametrize("status", list(ERROR_EXCEPTIONS))
+@pytest.mark.parametrize(("body", "code", "msg"), ERROR_BODIES.values(), ids=list(ERROR_BODIES))
+def test_every_sdk_error_shape_keeps_code_and_message(requests_mock, status, body, code, msg):
+    requests_mock.get(SHOW_URL, status_code=status, json=body, headers={"X-Request-Id": "rid-shape"})
+    with pytest.raises(MetaStudioError) as exc:
+        make_hook(retry_limit=0).get_picture_modeling_job(JOB_ID)
+    assert type(exc.value) is ERROR_EXCEPTIONS[status]
+    assert (exc.value.status, exc.value.error_code, exc.value.error_msg) == (status, code, msg)
+
+
+def test_json_error_body_without_code_or_message_is_described(requests_mock):
+    requests_mock.get(SHOW_URL, status_code=400, json={"detail": "?"}, headers={"X-Request-Id": "r"})
+    with pytest.raises(MetaStudioBadRequestError) as exc:
+        make_hook(retry_limit=0).get_picture_modeling_job(JOB_ID)
+    assert exc.value.error_code is None
+    assert exc.value.error_msg.startswith("JSON error body without a code or message")
 
 
 @pytest.mark.parametrize(

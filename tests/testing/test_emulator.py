@@ -1425,6 +1425,234 @@ def _admin(emu: MetaStudioEmulator, method: str, path: str, body: Any = None) ->
     return requests.request(method, f"{emu.base_url}/_emulator{path}", json=body, timeout=10)
 
 
+# ------------------------------------------------------------------------------------------
+# unconfirmed service behaviours, seen through the provider's sync hook
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hook(emu: MetaStudioEmulator) -> Iterator[Any]:
+    """The provider's sync hook on this emulator: no client-side quota, no retries (each request
+    shows exactly what the emulator answered)."""
+    from airflow_provider_metastudio.config import MetaStudioConnectionConfig
+    from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+
+    config = MetaStudioConnectionConfig.from_parts(
+        login=emu.ak, password=emu.sk, extra={**emu.connection_extra(), "rate_limits": False}
+    )
+    client = MetaStudioHook(config=config, retry_limit=0)
+    yield client
+    client.close()
+
+
+def _listed(hook: Any, **filters: Any) -> list[tuple[str, str]]:
+    page = hook.list_picture_modeling_jobs_page(limit=100, **filters)
+    return [(job.job_id, job.state) for job in page.jobs]
+
+
+def test_list_quirk_ignore_sort(emu: MetaStudioEmulator, hook: Any) -> None:
+    ids = []
+    for i in range(3):
+        ids.append(emu.create_job(f"m{i}")["job_id"])
+        emu.clock.advance(10)
+    assert [i for i, _ in _listed(hook, sort_dir="desc")] == ids[::-1]
+    assert emu.set_list_quirks(ignore_sort=True)["ignore_sort"] is True
+    for sort_key in ("create_time", "update_time", "asset_order"):
+        assert [i for i, _ in _listed(hook, sort_key=sort_key, sort_dir="desc")] == ids
+    emu.set_list_quirks()  # the defaults switch it off
+    assert [i for i, _ in _listed(hook, sort_dir="desc")] == ids[::-1]
+
+
+def test_list_quirk_visibility_delay(emu: MetaStudioEmulator, hook: Any) -> None:
+    job_id = emu.create_job("lagging", waiting_seconds=5, processing_seconds=25)["job_id"]
+    emu.set_list_quirks(visibility_delay=60)
+    emu.clock.advance(31)  # ended 1 s ago
+    assert hook.get_picture_modeling_job(job_id).state == "SUCCEED"  # details: the truth
+    assert _listed(hook) == [(job_id, "PROCESSING")]
+    listed = hook.list_picture_modeling_jobs_page(limit=1).jobs[0]
+    assert listed.end_time is None and listed.model_cover_url is None
+    assert _listed(hook, states=["SUCCEED"]) == []  # the state filter sees the replica too
+    assert _listed(hook, states=["PROCESSING"]) == [(job_id, "PROCESSING")]
+    emu.clock.advance(59)
+    assert _listed(hook) == [(job_id, "SUCCEED")]
+    # A forced end lags the same way, showing what it interrupted.
+    other = emu.create_job("canceled", waiting_seconds=1000)["job_id"]
+    emu.set_state(other, "CANCELED")
+    assert dict(_listed(hook))[other] == "WAITING"
+    assert hook.get_picture_modeling_job(other).state == "CANCELED"
+    emu.clear_faults()
+    assert dict(_listed(hook))[other] == "CANCELED"
+
+
+@pytest.mark.metastudio_emulator(quotas_enabled=False, time_scale=100)
+def test_list_quirk_visibility_delay_is_emulated_time(emu: MetaStudioEmulator, hook: Any) -> None:
+    job_id = emu.create_job("scaled", waiting_seconds=0, processing_seconds=0)["job_id"]
+    emu.set_list_quirks(visibility_delay=30)  # 0.3 real seconds at this scale
+    assert _listed(hook) == [(job_id, "WAITING")]
+    time.sleep(0.4)
+    assert _listed(hook) == [(job_id, "SUCCEED")]
+
+
+def test_list_quirk_stale_update_time(emu: MetaStudioEmulator, hook: Any) -> None:
+    # "slow" starts first and finishes last; "quick" starts later and finishes first.
+    slow = emu.create_job("slow", waiting_seconds=0, processing_seconds=100)["job_id"]
+    emu.clock.advance(10)
+    quick = emu.create_job("quick", waiting_seconds=0, processing_seconds=10)["job_id"]
+    emu.clock.advance(200)
+    by_update = {"sort_key": "update_time", "sort_dir": "desc"}
+    assert [i for i, _ in _listed(hook, **by_update)] == [slow, quick]
+    emu.set_list_quirks(stale_update_time=True)
+    assert [i for i, _ in _listed(hook, **by_update)] == [quick, slow]  # sorted by start time
+    assert [i for i, _ in _listed(hook, sort_dir="desc")] == [quick, slow]  # create_time unaffected
+    assert emu.state.list_quirks() == {
+        "ignore_sort": False,
+        "visibility_delay": 0.0,
+        "stale_update_time": True,
+    }
+
+
+def test_deleted_job_vanishes(emu: MetaStudioEmulator, hook: Any) -> None:
+    from airflow_provider_metastudio.exceptions import MetaStudioNotFoundError
+
+    kept = emu.create_job("kept")["job_id"]
+    gone = emu.create_job("gone")["job_id"]
+    emu.delete_job(gone)
+    with pytest.raises(MetaStudioNotFoundError) as exc:
+        hook.get_picture_modeling_job(gone)
+    assert (exc.value.status, exc.value.error_code, exc.value.error_msg) == (
+        404,
+        "MSS.00000003",
+        "Job not found",
+    )
+    assert _listed(hook) == [(kept, "WAITING")]
+    assert hook.list_picture_modeling_jobs_page().total == 1
+    with pytest.raises(KeyError):
+        emu.delete_job(gone)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [(400, "MSS.00000003", "MetaStudioBadRequestError"), (404, "MSS.00000003", "MetaStudioNotFoundError")],
+)
+def test_job_error_answers_only_the_details_call(
+    emu: MetaStudioEmulator, hook: Any, status: int, code: str, error: str
+) -> None:
+    from airflow_provider_metastudio import exceptions
+
+    job_id = emu.create_job("erring")["job_id"]
+    emu.set_job_error(job_id, status, code)
+    with pytest.raises(getattr(exceptions, error)) as exc:
+        hook.get_picture_modeling_job(job_id)
+    assert (exc.value.status, exc.value.error_code) == (status, code)
+    assert job_id in exc.value.error_msg
+    assert _listed(hook) == [(job_id, "WAITING")]  # lists are unaffected
+    emu.set_job_error(job_id, 400, "MSS.00000003", "Invalid parameter: job_id")
+    with pytest.raises(exceptions.MetaStudioBadRequestError, match="Invalid parameter: job_id"):
+        hook.get_picture_modeling_job(job_id)
+    emu.clear_job_error(job_id)
+    assert hook.get_picture_modeling_job(job_id).state == "WAITING"
+    with pytest.raises(ValueError):
+        emu.set_job_error(job_id, 200, "OK")
+
+
+def test_outage_window_then_normal_service(emu: MetaStudioEmulator, hook: Any) -> None:
+    from airflow_provider_metastudio.exceptions import MetaStudioGatewayError
+
+    job_id = emu.create_job("through an outage")["job_id"]
+    emu.inject("show", "500")  # waits for the outage to end
+    emu.outage(1.0)
+    started = time.monotonic()
+    failures = 0
+    while time.monotonic() - started < 0.3:
+        for call in (lambda: hook.get_picture_modeling_job(job_id), hook.list_picture_modeling_jobs_page):
+            with pytest.raises(MetaStudioGatewayError) as exc:
+                call()
+            assert exc.value.status == 503
+            failures += 1
+    time.sleep(max(0.0, 1.1 - (time.monotonic() - started)))
+    assert api_status(hook, job_id) == 500  # the one-shot, now
+    assert hook.get_picture_modeling_job(job_id).job_id == job_id
+    counters = emu.counters()
+    assert counters["faults_by_call"]["show"]["503"] + counters["faults_by_call"]["list"]["503"] == failures
+    assert counters["faults"] == {"503": failures, "500": 1}
+
+
+def api_status(hook: Any, job_id: str) -> int:
+    from airflow_provider_metastudio.exceptions import MetaStudioApiError
+
+    try:
+        hook.get_picture_modeling_job(job_id)
+    except MetaStudioApiError as e:
+        return int(e.status)
+    return 200
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "504", "html", "429", "drop"])
+def test_outage_kinds_and_calls(emu: MetaStudioEmulator, hook: Any, kind: str) -> None:
+    from airflow_provider_metastudio.exceptions import MetaStudioConnectionError, MetaStudioError
+
+    job_id = emu.create_job("x")["job_id"]
+    emu.outage(30, call="list", kind=kind)
+    for _ in range(2):
+        with pytest.raises(MetaStudioError) as exc:
+            hook.list_picture_modeling_jobs_page()
+        if kind == "drop":
+            assert isinstance(exc.value, MetaStudioConnectionError)
+        else:
+            expected = (int(kind),) if kind.isdigit() else (502, 503, 504)
+            assert exc.value.status in expected
+    assert hook.get_picture_modeling_job(job_id).job_id == job_id  # other calls are served
+    assert emu.counters()["faults_by_call"] == {"list": {kind: 2}}
+    assert emu.state.fault_settings()["outages"][0]["call"] == "list"
+    emu.clear_faults()
+    assert hook.list_picture_modeling_jobs_page().total == 1
+    with pytest.raises(ValueError):
+        emu.outage(0)
+    with pytest.raises(ValueError):
+        emu.outage(1, kind="teapot")
+    with pytest.raises(ValueError):
+        emu.outage(1, call="nothing")
+
+
+def test_admin_routes_for_quirks_deletes_job_errors_and_outages(emu: MetaStudioEmulator, hook: Any) -> None:
+    from airflow_provider_metastudio.exceptions import MetaStudioApiError, MetaStudioNotFoundError
+
+    a = emu.create_job("a")["job_id"]
+    emu.clock.advance(1)
+    b = emu.create_job("b")["job_id"]
+    quirks = _admin(emu, "PUT", "/list-quirks", {"ignore_sort": True, "visibility_delay": 5}).json()
+    assert quirks == {"ignore_sort": True, "visibility_delay": 5.0, "stale_update_time": False}
+    assert _admin(emu, "GET", "/list-quirks").json() == quirks
+    assert _admin(emu, "GET", "/faults").json()["list_quirks"] == quirks
+    assert [i for i, _ in _listed(hook, sort_dir="desc")] == [a, b]
+    assert _admin(emu, "PUT", "/list-quirks", {"sort": True}).status_code == 400
+    assert _admin(emu, "DELETE", "/list-quirks").json()["ignore_sort"] is False
+
+    error = _admin(emu, "PUT", f"/jobs/{a}/error", {"status": 400, "error_code": "MSS.00000003"}).json()
+    assert error[a]["status"] == 400 and a in error[a]["error_msg"]
+    with pytest.raises(MetaStudioApiError) as exc:
+        hook.get_picture_modeling_job(a)
+    assert exc.value.status == 400
+    assert _admin(emu, "PUT", f"/jobs/{a}/error", {"status": "x", "error_code": "E"}).status_code == 400
+    assert _admin(emu, "PUT", f"/jobs/{a}/error", {"error_code": "E"}).status_code == 400
+    assert _admin(emu, "DELETE", f"/jobs/{a}/error").json() == {}
+    assert hook.get_picture_modeling_job(a).job_id == a
+
+    assert _admin(emu, "DELETE", f"/jobs/{b}").json() == {"deleted": b}
+    assert _admin(emu, "DELETE", f"/jobs/{b}").status_code == 404
+    with pytest.raises(MetaStudioNotFoundError):
+        hook.get_picture_modeling_job(b)
+
+    outages = _admin(emu, "POST", "/outages", {"seconds": 30, "call": "show", "kind": "502"}).json()
+    assert outages[0]["call"] == "show" and outages[0]["kind"] == "502"
+    assert 0 < outages[0]["remaining_seconds"] <= 30
+    assert api_status(hook, a) == 502
+    assert _admin(emu, "POST", "/outages", {"call": "show"}).status_code == 400
+    assert _admin(emu, "POST", "/outages", {"seconds": 1, "kind": "nope"}).status_code == 400
+    _admin(emu, "POST", "/reset")
+    assert _admin(emu, "GET", "/faults").json()["outages"] == []
+
+
 def test_admin_interface(emu: MetaStudioEmulator, api: Api) -> None:
     assert _admin(emu, "GET", "/health").json()["status"] == "ok"
     job = _admin(

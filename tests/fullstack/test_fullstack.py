@@ -25,6 +25,7 @@ from airflow_provider_metastudio._compat import AIRFLOW_V_3
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "example_metastudio_picture_modeling"
+WAITS_DAG_ID = "fullstack_three_waits"
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.metastudio_emulator(waiting_seconds=2, processing_seconds=6)
@@ -42,6 +43,15 @@ def _airflow(env: dict[str, str], *args: str, check: bool = True) -> subprocess.
     )
 
 
+def _dags_folder(tmp_path: Path) -> Path:
+    """The example DAG and this suite's own DAG, side by side."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    shutil.copy(REPO / "example_dags" / f"{DAG_ID}.py", folder)
+    shutil.copy(Path(__file__).parent / "dags" / f"{WAITS_DAG_ID}.py", folder)
+    return folder
+
+
 @pytest.fixture
 def airflow_env(tmp_path, metastudio_emulator):
     home = tmp_path / "airflow-home"
@@ -50,7 +60,7 @@ def airflow_env(tmp_path, metastudio_emulator):
     port = _free_port()
     env.update(
         AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(_dags_folder(tmp_path)),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         AIRFLOW__CORE__EXECUTOR="LocalExecutor" if AIRFLOW_V_3 else "SequentialExecutor",
@@ -102,21 +112,24 @@ def _xcoms(home: Path, run_id: str) -> dict[tuple[str, str], object]:
 def _dag_parsed(home: Path) -> bool:
     db = sqlite3.connect(home / "airflow.db")
     try:
-        return db.execute("SELECT 1 FROM serialized_dag WHERE dag_id = ?", (DAG_ID,)).fetchone() is not None
+        found = db.execute(
+            "SELECT COUNT(DISTINCT dag_id) FROM serialized_dag WHERE dag_id IN (?, ?)", (DAG_ID, WAITS_DAG_ID)
+        ).fetchone()
+        return found[0] == 2
     except sqlite3.OperationalError:
         return False
     finally:
         db.close()
 
 
-def _run_state(home: Path, run_id: str) -> tuple[str | None, dict[str, str | None]]:
+def _run_state(home: Path, run_id: str, dag_id: str = DAG_ID) -> tuple[str | None, dict[str, str | None]]:
     db = sqlite3.connect(home / "airflow.db")
     try:
         state = db.execute(
-            "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)
+            "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
         ).fetchone()
         tis = db.execute(
-            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
         )
         return (state[0] if state else None), dict(tis.fetchall())
     finally:
@@ -140,17 +153,30 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
         while time.monotonic() < deadline and not _dag_parsed(home):
             time.sleep(2)
         _airflow(airflow_env, "dags", "unpause", DAG_ID)
+        _airflow(airflow_env, "dags", "unpause", WAITS_DAG_ID)
         run_id = f"fullstack_{int(time.time())}"
         conf = json.dumps({"cover_dir": str(tmp_path / "covers"), "poll_interval": 2})
         _airflow(airflow_env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", conf)
-        state, tasks = None, {}
+        # Three more waits on one triggerer, ending at different times while all are deferred.
+        waited = [
+            metastudio_emulator.create_job(
+                name=f"waited-{i}", waiting_seconds=2, processing_seconds=25 + 6 * i
+            )
+            for i in range(3)
+        ]
+        conf = json.dumps({"job_ids": [j["job_id"] for j in waited]})
+        _airflow(airflow_env, "dags", "trigger", WAITS_DAG_ID, "--run-id", run_id, "--conf", conf)
+        states: dict[str, tuple[str | None, dict[str, str | None]]] = {}
         while time.monotonic() < deadline:
-            state, tasks = _run_state(home, run_id)
-            if state in ("success", "failed"):
+            states = {d: _run_state(home, run_id, d) for d in (DAG_ID, WAITS_DAG_ID)}
+            if all(s in ("success", "failed") for s, _ in states.values()):
                 break
             time.sleep(2)
         logs = {p[1].stem: p[1].read_text() for p in procs}
-        assert state == "success", (tasks, {k: v[-3000:] for k, v in logs.items()})
+        assert all(s == "success" for s, _ in states.values()), (
+            states,
+            {k: v[-3000:] for k, v in logs.items()},
+        )
     finally:
         for proc, _ in procs:
             try:
@@ -173,6 +199,18 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
         trigger_logs + [p.read_text() for p in (home / "logs").rglob("*.log") if p.is_file()]
     )
     assert "Signature=" in all_logs and re.search(r"Signature=(?!\*\*\*)", all_logs) is None
+    # Each deferred task's log (its task log and its trigger's, which Airflow keeps beside it)
+    # tells its own job's end, and no other job's: the poller hands observations to each trigger.
+    for i, job in enumerate(waited):
+        task_dir = [
+            p for p in (home / "logs").rglob(f"task_id=wait_{i}") if f"dag_id={WAITS_DAG_ID}" in str(p)
+        ]
+        assert task_dir, sorted(str(p) for p in (home / "logs").rglob("task_id=*"))
+        own = "\n".join(p.read_text() for d in task_dir for p in d.rglob("*") if p.is_file())
+        assert re.search(rf"Picture modeling job {job['job_id']}: \w+ -> SUCCEED after", own), own[-3000:]
+        for other in waited:
+            if other is not job:
+                assert other["job_id"] not in own, (i, own[-3000:])
     x = _xcoms(home, run_id)
     job_id = x[("create_job", "job_id")]
     job = metastudio_emulator.get_job(job_id)
@@ -183,7 +221,7 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
     manifest = x[("process_model", "return_value")]
     assert manifest["model_asset_id"] == job["model_asset_id"]
     assert manifest["cover"]["width"] > 0
-    assert metastudio_emulator.counters()["jobs_created"] == 1
+    assert metastudio_emulator.counters()["jobs_created"] == 1  # API creates only
     # Each process keeps the quota on its own and they do not coordinate (the README's advice: a
     # pool, or deferrable sensors). Two tasks' calls less than a second apart, in different worker
     # processes, may draw a 429: rarely, and it must be retried to success, never fail a task.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -335,3 +336,127 @@ def test_a_rescheduled_poke_does_not_log_a_first_look(
     # Airflow 2 gives no reschedule count: there a running job's first look is never at INFO.
     text = _info_text(caplog, capfd)
     assert text.count("(first look) -> WAITING") == (first_looks if AIRFLOW_V_3 else 0)
+
+
+# -- the service misbehaving as the real one may (emulator faults) ---------------------------------
+
+
+@pytest.fixture
+def patient_poller(monkeypatch):
+    """The poller's safety net and backoff, scaled down to test time."""
+    monkeypatch.setattr(poller_module.TenantPoller, "net_min_period", 1.0)
+    monkeypatch.setattr(poller_module.TenantPoller, "backoff_max", 1.0)
+
+
+@FAST
+def test_an_outage_longer_than_the_hooks_retries_ends_no_wait(
+    metastudio_emulator, metastudio_connection, patient_poller
+):
+    emu = metastudio_emulator
+    jobs = [emu.create_job(name=f"o{i}", waiting_seconds=0.5, processing_seconds=1.0 + i) for i in range(5)]
+    emu.outage(6, call="*", kind="503")  # every job ends during it
+
+    async def scenario():
+        return await asyncio.gather(*(_events(_trigger(j["job_id"], interval=0.3)) for j in jobs))
+
+    results = asyncio.run(scenario())
+    assert [r[0]["status"] for r in results] == ["success"] * 5
+    assert emu.count(status=503) > 5
+
+
+@FAST
+def test_an_error_about_one_job_ends_only_its_wait(metastudio_emulator, metastudio_connection):
+    emu = metastudio_emulator
+    bad = emu.create_job(name="bad", waiting_seconds=3600)
+    good = emu.create_job(name="good", processing_seconds=1.5)
+    emu.set_job_error(bad["job_id"], 400, "MSS.00000003", f"invalid job_id {bad['job_id']}")
+
+    async def scenario():
+        return await asyncio.gather(_events(_trigger(bad["job_id"])), _events(_trigger(good["job_id"])))
+
+    (bad_event,), (good_event,) = asyncio.run(scenario())
+    assert bad_event["status"] == "error"
+    assert (bad_event["status_code"], bad_event["error_code"]) == (400, "MSS.00000003")
+    assert bad_event["request_id"] and bad_event["request_id"] in bad_event["message"]
+    assert good_event["status"] == "success"
+
+
+@FAST
+def test_a_job_deleted_while_watched_ends_its_wait_with_the_service_answer(
+    metastudio_emulator, metastudio_connection, patient_poller
+):
+    emu = metastudio_emulator
+    job = emu.create_job(name="vanishing", waiting_seconds=3600)
+
+    async def scenario():
+        task = asyncio.ensure_future(_events(_trigger(job["job_id"], interval=0.2, within=60)))
+        while emu.count(call="show") < 1:  # seen (running) first
+            await asyncio.sleep(0.05)
+        emu.delete_job(job["job_id"])
+        return await asyncio.wait_for(task, 15), time.monotonic()
+
+    started = time.monotonic()
+    (event,), ended = asyncio.run(scenario())
+    assert event["status"] == "error" and event["status_code"] == 404
+    assert ended - started < 10  # the safety net's period here is 1 s, not the 60 s deadline
+
+
+@FAST
+def test_jobs_the_lists_report_late_and_out_of_order_are_all_found(
+    metastudio_emulator, metastudio_connection, patient_poller
+):
+    emu = metastudio_emulator
+    emu.set_list_quirks(ignore_sort=True, visibility_delay=3600, stale_update_time=True)
+    jobs = [
+        emu.create_job(name=f"l{i}", waiting_seconds=0.2, processing_seconds=0.5 + 0.3 * i) for i in range(4)
+    ]
+
+    async def scenario():
+        return await asyncio.gather(*(_events(_trigger(j["job_id"], interval=0.3, within=60)) for j in jobs))
+
+    started = time.monotonic()
+    results = asyncio.run(scenario())
+    assert [r[0]["status"] for r in results] == ["success"] * 4
+    assert time.monotonic() - started < 20  # by the details safety net, not the deadline
+
+
+@FAST
+def test_a_job_that_ends_just_before_the_deadline_is_reported_as_ended(
+    metastudio_emulator, metastudio_connection
+):
+    job = metastudio_emulator.create_job(name="close-call", waiting_seconds=0.5, processing_seconds=1.5)
+    # The next poll would come long after the deadline: only the final read can see the end.
+    (event,) = asyncio.run(_events(_trigger(job["job_id"], interval=60, within=3)))
+    assert event["status"] == "success"
+
+
+@FAST
+def test_a_trigger_rebuilt_after_its_deadline_reads_the_job_once(metastudio_emulator, metastudio_connection):
+    job = metastudio_emulator.create_job(name="done-long-ago", waiting_seconds=0, processing_seconds=0)
+    trigger = MetaStudioPictureModelingJobTrigger(
+        job_id=job["job_id"], end_time=time.time() - 600, wait_started=time.time() - 1200, timeout=600
+    )
+    (event,) = asyncio.run(_events(trigger))
+    assert event["status"] == "success"
+
+
+@FAST
+def test_a_timeout_message_states_the_whole_wait(metastudio_emulator, metastudio_connection):
+    job = metastudio_emulator.create_job(name="slow", waiting_seconds=3600)
+    now = time.time()
+    trigger = MetaStudioPictureModelingJobTrigger(
+        job_id=job["job_id"],
+        end_time=now + 1,
+        wait_started=now - 599,
+        timeout=600,
+        poll_interval=0.2,
+        last_state="WAITING",
+        last_seen=now - 12,
+    )
+    (event,) = asyncio.run(_events(trigger))
+    assert event["status"] == "timeout" and event["last_state"] == "WAITING"
+    assert re.fullmatch(
+        rf"Picture modeling job {job['job_id']} still WAITING after 60\ds \(timeout 600s; "
+        r"last seen WAITING \ds ago\)",
+        event["message"],
+    ), event["message"]

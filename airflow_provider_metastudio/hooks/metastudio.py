@@ -281,6 +281,8 @@ class MetaStudioHook(BaseHook):
     :param retry_max_delay: cap of one backoff, in seconds.
     :param config: settings to use instead of looking a connection up (emulator, benchmarks).
     :param clock: UTC clock for signatures and token expiry; injectable for tests.
+    :param retry_log_level: level of the line logged before each retry (the shared poller logs an
+        outage once itself and passes ``logging.DEBUG``).
     """
 
     conn_name_attr = "metastudio_conn_id"
@@ -297,9 +299,11 @@ class MetaStudioHook(BaseHook):
         retry_max_delay: float = 60.0,
         config: MetaStudioConnectionConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
+        retry_log_level: int = logging.WARNING,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.retry_log_level = retry_log_level
         self.metastudio_conn_id = metastudio_conn_id
         self.retry_limit = retry_limit
         self.retry_delay = retry_delay
@@ -616,7 +620,8 @@ class MetaStudioHook(BaseHook):
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning(
+            log.log(
+                self.retry_log_level,
                 "%s; retrying in %.1fs (attempt %d of %d)",
                 exc,
                 state.next_action.sleep if state.next_action else 0.0,

@@ -537,7 +537,7 @@ def tenant_key(config: MetaStudioConnectionConfig) -> tuple[str, ...]:
 
 
 def _poller_hook(conn_id: str, config: MetaStudioConnectionConfig) -> MetaStudioHook:
-    hook = MetaStudioHook(conn_id, retry_limit=POLLER_RETRY_LIMIT)
+    hook = MetaStudioHook(conn_id, retry_limit=POLLER_RETRY_LIMIT, retry_log_level=logging.DEBUG)
     hook.adopt_config(config)  # already masked by the lookup
     return hook
 

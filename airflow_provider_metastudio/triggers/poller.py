@@ -452,7 +452,7 @@ class TenantPoller:
             return
         text = (
             f"MetaStudio {call} calls work again for project {self.project} after "
-            f"{time.monotonic() - trouble.since:.0f}s ({trouble.failures} failed attempts)"
+            f"{time.monotonic() - trouble.since:.0f}s ({trouble.failures} failed rounds of retries)"
         )
         log.info("%s", text)
         self._notify_all(text, logging.INFO)

@@ -223,10 +223,11 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
     assert manifest["cover"]["width"] > 0
     assert metastudio_emulator.counters()["jobs_created"] == 1  # API creates only
     # Each process keeps the quota on its own and they do not coordinate (the README's advice: a
-    # pool, or deferrable sensors). Two tasks' calls less than a second apart, in different worker
-    # processes, may draw a 429: rarely, and it must be retried to success, never fail a task.
+    # pool, or deferrable sensors). Here four sensors' first pokes (four worker processes) and the
+    # triggerer's poller meet within seconds: some calls draw a 429, and each must be retried to
+    # success, never fail a task. The bound only catches a storm.
     log = [(e["call"], e["status"], round(e["time"], 2)) for e in metastudio_emulator.request_log()]
     throttled = [i for i, (_, status, _) in enumerate(log) if status == 429]
-    assert len(throttled) <= 2, log
+    assert len(throttled) <= 20, log
     for i in throttled:
         assert any(call == log[i][0] and status == 200 for call, status, _ in log[i + 1 :]), log

@@ -71,3 +71,21 @@ class JobProgress:
             request_id,
         )
         return True
+
+
+def wait_timeout_message(
+    job_id: str, state: str | None, elapsed: float, timeout: float | None, last_seen_ago: float | None
+) -> str:
+    """The one message for a wait that ran out of time, with every duration a user needs to judge it:
+    ``Picture modeling job X still PROCESSING after 600 s (timeout 600 s; last seen PROCESSING 12 s ago)``.
+    """
+    limit = "none" if timeout is None else f"{timeout:.0f} s"
+    seen = (
+        f"last seen {state} {last_seen_ago:.0f} s ago"
+        if state is not None and last_seen_ago is not None
+        else "never seen"
+    )
+    return (
+        f"Picture modeling job {job_id} still {state or 'unknown'} after {elapsed:.0f} s "
+        f"(timeout {limit}; {seen})"
+    )

@@ -386,6 +386,9 @@ TRIGGER_KWARGS = {
     "poll_interval",
     "accept_partial_success",
     "last_state",
+    "wait_started",
+    "timeout",
+    "last_seen",
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from airflow_provider_metastudio._compat import AIRFLOW_VERSION
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.testing import MetaStudioEmulator
 
@@ -56,6 +57,16 @@ SCENARIOS: dict[str, tuple[Callable[[MetaStudioEmulator, str], None], str]] = {
 }
 
 
+# Airflow 3.0 leaves a deferred try's next_method/next_kwargs on the task instance when it goes
+# UP_FOR_RETRY (its execution API clears them only on reschedule; 3.3 clears them on every retry), so
+# the next try "resumes" with the failed try's event instead of running execute(): it fails again
+# without looking for the job. Nothing is created twice, but the task cannot recover.
+AIRFLOW_3_0 = AIRFLOW_VERSION.startswith("3.0.")
+STALE_RESUME = pytest.mark.xfail(
+    AIRFLOW_3_0, reason="Airflow 3.0 retries a deferred task with the previous try's event", strict=True
+)
+
+
 def _logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
     out, err = capfd.readouterr()
     return out + err + caplog.text
@@ -64,10 +75,12 @@ def _logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_a_retry_adopts_the_job_the_failed_try_created(
-    scenario, mode, run_dag, metastudio_emulator, capfd, caplog
+    scenario, mode, run_dag, metastudio_emulator, capfd, caplog, request
 ):
     emu = metastudio_emulator
     arrange, variant = SCENARIOS[scenario]
+    if mode == "deferrable" and scenario in ("wait-errors", "wait-times-out"):  # failing after a resume
+        request.applymarker(STALE_RESUME)
     arrange(emu, mode)
 
     result = run_dag(f"e2e_retry_{mode}{variant}")

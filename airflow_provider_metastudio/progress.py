@@ -75,14 +75,24 @@ class JobProgress:
         return True
 
     def timeout_message(self, timeout: float | None) -> str:
-        """Why a wait timed out, with the durations a user needs to judge the timeout."""
-        state = self.last_state or "unseen"
-        seen = (
-            f"last seen {self.last_state} {self._clock() - self.last_seen:.0f}s ago"
-            if self.last_state and self.last_seen is not None
-            else f"last state {state}"
-        )
-        limit = "no timeout" if timeout is None else f"timeout {timeout:.0f}s"
-        return (
-            f"Picture modeling job {self.job_id} still {state} after {self.elapsed():.0f}s ({limit}; {seen})"
-        )
+        """Why this wait timed out (see :func:`wait_timeout_message`)."""
+        ago = None if self.last_seen is None else self._clock() - self.last_seen
+        return wait_timeout_message(self.job_id, self.last_state, self.elapsed(), timeout, ago)
+
+
+def wait_timeout_message(
+    job_id: str, state: str | None, elapsed: float, timeout: float | None, last_seen_ago: float | None
+) -> str:
+    """The one message for a wait that ran out of time, with every duration a user needs to judge it:
+    ``Picture modeling job X still PROCESSING after 600 s (timeout 600 s; last seen PROCESSING 12 s ago)``.
+    """
+    limit = "none" if timeout is None else f"{timeout:.0f} s"
+    seen = (
+        f"last seen {state} {last_seen_ago:.0f} s ago"
+        if state is not None and last_seen_ago is not None
+        else "never seen"
+    )
+    return (
+        f"Picture modeling job {job_id} still {state or 'unknown'} after {elapsed:.0f} s "
+        f"(timeout {limit}; {seen})"
+    )

@@ -7,6 +7,7 @@ Errors name the field and show at most a short excerpt of the value.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,6 +96,29 @@ def validate_text(value: Any, field: str, max_length: int = MAX_NAME_LENGTH) -> 
     if any(ord(c) < 0x20 for c in value):
         raise MetaStudioValidationError(field, "contains control characters")
     return value
+
+
+def validate_wait_settings(
+    poll_interval: Any, timeout: Any, *, poll_field: str = "poll_interval", allow_no_timeout: bool = True
+) -> None:
+    """A poll interval must be a positive number of seconds; a timeout too, or None (wait forever).
+
+    Checked when a task is built and again before its first request: ``0`` would poll in a tight
+    loop against a metered API, and a negative timeout would end every wait at once.
+    """
+    if (
+        isinstance(poll_interval, bool)
+        or not isinstance(poll_interval, (int, float))
+        or not 0 < poll_interval < math.inf
+    ):
+        raise MetaStudioValidationError(
+            poll_field, f"{_excerpt(poll_interval)} is not a number of seconds > 0"
+        )
+    if timeout is None and allow_no_timeout:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        what = "> 0 or None (wait forever)" if allow_no_timeout else "> 0"
+        raise MetaStudioValidationError("timeout", f"{_excerpt(timeout)} is not a number of seconds {what}")
 
 
 def image_type_and_size(data: bytes) -> tuple[str, int, int]:

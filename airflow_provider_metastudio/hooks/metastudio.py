@@ -57,13 +57,14 @@ from airflow_provider_metastudio.exceptions import (
     describe,
 )
 from airflow_provider_metastudio.models import JobState, PictureModelingJob, cover_url_expiry, parse_time
-from airflow_provider_metastudio.progress import JobProgress
+from airflow_provider_metastudio.progress import JobProgress, wait_timeout_message
 from airflow_provider_metastudio.ratelimit import RateLimiter, get_limiter
 from airflow_provider_metastudio.validation import (
     validate_http_url,
     validate_job_id,
     validate_photo,
     validate_text,
+    validate_wait_settings,
 )
 
 if TYPE_CHECKING:
@@ -811,14 +812,14 @@ class MetaStudioHook(BaseHook):
     def get_picture_modeling_job_with_request_id(self, job_id: str) -> tuple[PictureModelingJob, str | None]:
         """Like :meth:`get_picture_modeling_job`, also returning the answer's ``X-Request-Id`` for logs."""
         resp = self._request(self._show_call(job_id))
-        return _parse_job(resp, "show", resp.data), resp.request_id
+        return _parse_show(resp, job_id), resp.request_id
 
     async def aget_picture_modeling_job_with_request_id(
         self, job_id: str
     ) -> tuple[PictureModelingJob, str | None]:
         await self.aget_config()
         resp = await self._arequest(self._show_call(job_id))
-        return _parse_job(resp, "show", resp.data), resp.request_id
+        return _parse_show(resp, job_id), resp.request_id
 
     def list_picture_modeling_jobs_page(
         self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any
@@ -902,6 +903,34 @@ class MetaStudioHook(BaseHook):
             if not jobs or offset >= count:
                 return
 
+    def find_picture_modeling_jobs(
+        self,
+        *,
+        name: str,
+        style_id: str | None = None,
+        created_since: datetime | str | None,
+        states: Any = None,
+    ) -> Iterator[PictureModelingJob]:
+        """Yield the jobs named ``name`` (and of ``style_id``) created at or after ``created_since``,
+        newest first.
+
+        The list call filters by time and state but not by name, so the name is matched here, page
+        by page; the iterator can be left after the first match.
+
+        :param name: the exact model name.
+        :param style_id: the exact style id; None matches any.
+        :param created_since: lower bound of the creation time (aware datetime or RFC 3339); the
+            service compares whole seconds.
+        :param states: only jobs in these states (as :meth:`list_picture_modeling_jobs`).
+        """
+        validate_text(name, "name")
+        jobs = self.list_picture_modeling_jobs(
+            states=states, sort_key="create_time", sort_dir="desc", create_since=created_since
+        )
+        for job in jobs:
+            if job.name == name and (style_id is None or job.style_id == style_id):
+                yield job
+
     def create_picture_modeling_job(
         self,
         *,
@@ -959,24 +988,33 @@ class MetaStudioHook(BaseHook):
     ) -> PictureModelingJob:
         """Block until the job reaches a terminal state and return it (whatever that state is).
 
-        :param poll_interval: seconds between polls.
-        :param timeout: seconds before :class:`MetaStudioWaitTimeout`; None waits forever.
+        The wait never gives up early: it sleeps at most until the deadline and reads the job once
+        more there, so a job that ended in the last interval is reported as it ended.
+
+        :param poll_interval: seconds between polls (> 0).
+        :param timeout: seconds before :class:`MetaStudioWaitTimeout` (> 0); None waits forever.
+        :raises MetaStudioWaitTimeout: only when the job is still running at the deadline.
         """
         validate_job_id(job_id)
+        validate_wait_settings(poll_interval, timeout)
         progress = JobProgress(job_id, log, clock=monotonic)
         deadline = None if timeout is None else progress.started + timeout
         while True:
             job, request_id = self.get_picture_modeling_job_with_request_id(job_id)
+            seen = monotonic()
             progress.observe(job, request_id)
             if job.is_terminal:
                 return job
-            if deadline is not None and monotonic() + poll_interval > deadline:
+            if deadline is None:
+                sleep(poll_interval)
+                continue
+            left = deadline - monotonic()
+            if left <= 0:  # this was the read at (or after) the deadline
                 raise MetaStudioWaitTimeout(
-                    f"Picture modeling job {job_id} still {job.state} after {progress.elapsed():.0f}s "
-                    f"(timeout {timeout:.0f}s)",
+                    wait_timeout_message(job_id, job.state, progress.elapsed(), timeout, monotonic() - seen),
                     call="show",
                 )
-            sleep(poll_interval)
+            sleep(min(poll_interval, left))
 
     def download_cover(self, cover_url: str, out: IO[bytes]) -> int:
         """Stream a job's pre-signed cover picture into ``out``; return the number of bytes.
@@ -1037,6 +1075,15 @@ def _parse_job(resp: ApiResponse, call: str, data: Any) -> PictureModelingJob:
         return PictureModelingJob.from_api(data)
     except MetaStudioInvalidResponseError as e:  # add the status and request id support will ask for
         raise _invalid(call, resp.status, resp.request_id, str(e)) from None
+
+
+def _parse_show(resp: ApiResponse, job_id: str) -> PictureModelingJob:
+    job = _parse_job(resp, "show", resp.data)
+    if job.job_id != job_id:
+        # Another job's details (a caching proxy, a gateway mix-up) must never pass for this one's:
+        # its state or model would end the wait with the wrong result.
+        raise _invalid("show", resp.status, resp.request_id, f"the answer is for job {job.job_id!r:.80}")
+    return job
 
 
 def _count(value: Any) -> int | None:

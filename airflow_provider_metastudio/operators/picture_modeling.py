@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -20,12 +21,17 @@ from airflow_provider_metastudio.links.picture_modeling import (
     MetaStudioPictureModelingJobLink,
     console_url,
 )
-from airflow_provider_metastudio.models import PictureModelingJob, redact_url
+from airflow_provider_metastudio.models import JobState, PictureModelingJob, redact_url
 from airflow_provider_metastudio.triggers.picture_modeling import (
     MetaStudioPictureModelingJobTrigger,
+    defer_timeout,
     resolve_event,
 )
-from airflow_provider_metastudio.validation import validate_job_id
+from airflow_provider_metastudio.validation import (
+    MAX_NAME_LENGTH,
+    validate_job_id,
+    validate_wait_settings,
+)
 
 #: XCom keys pushed when a job is done (the return value is the whole job as a dict).
 RESULT_KEYS = ("job_id", "state", "model_asset_id", "model_cover_url", "model_cover_url_expires_at")
@@ -44,12 +50,13 @@ class _PictureModelingJobOperator(BaseOperator):
         wait_for_completion: bool,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
-        timeout: float = 3600.0,
+        timeout: float | None = 3600.0,
         accept_partial_success: bool = True,
         cover_destination: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        validate_wait_settings(poll_interval, timeout)
         self.metastudio_conn_id = metastudio_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -68,23 +75,44 @@ class _PictureModelingJobOperator(BaseOperator):
                 key=XCOM_CONSOLE_URL_KEY, value=console_url(self.hook.config.region, model_asset_id)
             )
 
-    def _wait(self, context: Any, job_id: str) -> dict[str, Any]:
-        """Wait for the job (blocking or deferred) and finish; returns the job dict."""
+    def _wait(
+        self,
+        context: Any,
+        job_id: str,
+        *,
+        wait_started: float,
+        last_state: str | None = None,
+        last_seen: float | None = None,
+    ) -> dict[str, Any]:
+        """Wait for the job (blocking or deferred) and finish; returns the job dict.
+
+        :param wait_started: ``time.time()`` when the wait began (the create, or the first read).
+        :param last_state: the state this try last saw, and ``last_seen`` when (``time.time()``).
+        """
         if self.deferrable:
             self.defer(
                 trigger=MetaStudioPictureModelingJobTrigger(
                     job_id=job_id,
-                    end_time=time.time() + self.timeout,
+                    end_time=None if self.timeout is None else wait_started + self.timeout,
                     metastudio_conn_id=self.metastudio_conn_id,
                     poll_interval=self.poll_interval,
                     accept_partial_success=self.accept_partial_success,
+                    last_state=last_state,
+                    wait_started=wait_started,
+                    timeout=self.timeout,
+                    last_seen=last_seen,
                 ),
                 method_name="execute_complete",
-                timeout=timedelta(seconds=self.timeout),
+                timeout=defer_timeout(self.timeout),
             )
+        # The blocking wait's clock starts now: the time already spent is a create call or one read.
         job = self.hook.wait_for_picture_modeling_job(
             job_id, poll_interval=self.poll_interval, timeout=self.timeout
         )
+        return self._end(context, job)
+
+    def _end(self, context: Any, job: PictureModelingJob) -> dict[str, Any]:
+        """A terminal job: fail the task unless it succeeded, else finish."""
         if not job.is_success(self.accept_partial_success):
             raise MetaStudioJobFailedError(job.job_id, job.state, job.error_code, job.error_msg)
         return self._finish(context, job)
@@ -94,15 +122,19 @@ class _PictureModelingJobOperator(BaseOperator):
         job_id = resolve_event(event, MetaStudioWaitTimeout)["job_id"]
         return self._finish(context, self.hook.get_picture_modeling_job(job_id))
 
+    #: XCom keys this operator pushed before the wait (each key is pushed once per try).
+    _pushed_before_wait: Collection[str] = ()
+
     def _finish(self, context: Any, job: PictureModelingJob) -> dict[str, Any]:
         ti = context["ti"]
         result = job.to_dict()
         for key in RESULT_KEYS:
             # Airflow 3.0's execution API refuses an XCom whose value is None; an absent key
             # reads back as None all the same (PARTIAL_SUCCEED has no cover URL).
-            if result[key] is not None:
+            if result[key] is not None and key not in self._pushed_before_wait:
                 ti.xcom_push(key=key, value=result[key])
-        self._push_console_url(context, job.model_asset_id)
+        if XCOM_CONSOLE_URL_KEY not in self._pushed_before_wait:
+            self._push_console_url(context, job.model_asset_id)
         if self.cover_destination:
             result["model_cover_path"] = self._copy_cover(job)
             if result["model_cover_path"] is not None:
@@ -154,28 +186,48 @@ class MetaStudioGetPictureModelingJobOperator(_PictureModelingJobOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         job_id = validate_job_id(self.job_id)
+        validate_wait_settings(self.poll_interval, self.timeout)
+        started = time.time()
         job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)
         self.log.info("Picture modeling job %s is %s (X-Request-Id: %s)", job_id, job.state, request_id)
-        if self.wait_for_completion and not job.is_terminal:
-            return self._wait(context, job_id)
-        if self.wait_for_completion and not job.is_success(self.accept_partial_success):
-            raise MetaStudioJobFailedError(job.job_id, job.state, job.error_code, job.error_msg)
-        return self._finish(context, job)
+        if not self.wait_for_completion:
+            return self._finish(context, job)
+        if not job.is_terminal:
+            return self._wait(
+                context, job_id, wait_started=started, last_state=job.state, last_seen=time.time()
+            )
+        return self._end(context, job)
 
 
 class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
     """Create a picture-modeling job from a photo or a photo URL, wait for it, and push the model.
 
     ``job_id`` and ``model_asset_id`` are pushed to XCom as soon as the job exists; when it is done
-    the same keys as :class:`MetaStudioGetPictureModelingJobOperator` follow, plus
+    the same keys as :class:`MetaStudioGetPictureModelingJobOperator` follow (each key once), plus
     ``model_cover_path`` when ``cover_destination`` is set.
+
+    **One job per task run, across retries.** A create whose answer was lost (connection dropped
+    after sending, an empty 200), or a try that failed later (the wait errored or timed out), leaves
+    a job running that the service bills. So a *retry* (a try after the first of this run; the first
+    try after a clear is not a retry) first looks for the job an earlier try created: jobs created
+    since the DAG run started (minus :data:`CLOCK_SKEW_MARGIN`), with the same ``name`` and
+    ``style_id``, newest first. The newest one still WAITING or PROCESSING, or that succeeded
+    (SUCCEED; PARTIAL_SUCCEED when ``accept_partial_success``), is adopted: its ids are pushed and
+    the task waits for it instead of creating another. FAILED or CANCELED ones are left alone and a
+    new job is created. This needs a ``name`` unique per task run: the default is one
+    (:func:`default_job_name`); a name you give must be unique per run too (e.g. contain
+    ``{{ run_id }}``), else a retry may adopt another run's job. ``reuse_earlier_job=False`` turns the
+    lookup off (each try creates a job).
 
     :param photo: path (or bytes) of a jpg/jpeg/png photo to upload; exclusive with ``picture_url``.
     :param picture_url: http(s) URL of the photo; exclusive with ``photo``.
     :param style_id: e.g. ``system_male_001``.
-    :param name: the model's name.
+    :param name: the model's name (templated); default: unique per task run, see above.
     :param notify_url: optional callback URL.
     :param wait_for_completion: wait until the job ends (default True).
+    :param poll_interval: seconds between status reads (> 0).
+    :param timeout: seconds to wait (> 0), None to wait forever; each try waits at most this long.
+    :param reuse_earlier_job: on a retry, adopt the job an earlier try of this run created.
     :param cover_destination: file or object-store path/URI (``file:///data/covers/``, ``s3://...``)
         where the cover is copied before its signed URL expires; a trailing ``/`` means a folder.
     """
@@ -188,16 +240,19 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         "notify_url",
         "cover_destination",
     )
+    # Pushed when the job is created or adopted: _finish does not push them again.
+    _pushed_before_wait = ("job_id", "model_asset_id", XCOM_CONSOLE_URL_KEY)
 
     def __init__(
         self,
         *,
         style_id: str,
-        name: str,
+        name: str | None = None,
         photo: Any = None,
         picture_url: str | None = None,
         notify_url: str | None = None,
         wait_for_completion: bool = True,
+        reuse_earlier_job: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(wait_for_completion=wait_for_completion, **kwargs)
@@ -208,23 +263,117 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         self.style_id = style_id
         self.name = name
         self.notify_url = notify_url
+        self.reuse_earlier_job = reuse_earlier_job
 
     def execute(self, context: Any) -> dict[str, Any] | str:
-        if self.picture_url is not None:
-            created = self.hook.create_picture_modeling_job_by_url(
-                picture_url=self.picture_url,
-                style_id=self.style_id,
-                name=self.name,
-                notify_url=self.notify_url,
-            )
+        validate_wait_settings(self.poll_interval, self.timeout)
+        name = self.name or default_job_name(context)
+        started = time.time()
+        earlier = self._earlier_job(context, name) if self.reuse_earlier_job and is_retry(context) else None
+        if earlier is not None:
+            job_id, asset_id = earlier.job_id, earlier.model_asset_id or ""
         else:
-            created = self.hook.create_picture_modeling_job(
-                photo=self.photo, style_id=self.style_id, name=self.name, notify_url=self.notify_url
-            )
+            created = self._create(name)
+            job_id, asset_id = created.job_id, created.model_asset_id
         ti = context["ti"]
-        ti.xcom_push(key="job_id", value=created.job_id)
-        ti.xcom_push(key="model_asset_id", value=created.model_asset_id)
-        self._push_console_url(context, created.model_asset_id)
+        ti.xcom_push(key="job_id", value=job_id)
+        if asset_id:  # the contract promises it in the create answer; None is refused by Airflow 3.0
+            ti.xcom_push(key="model_asset_id", value=asset_id)
+        self._push_console_url(context, asset_id)
         if not self.wait_for_completion:
-            return created.job_id
-        return self._wait(context, created.job_id)
+            return job_id
+        if earlier is None:
+            return self._wait(context, job_id, wait_started=started)
+        if earlier.is_terminal:  # it succeeded: the list answer carries the model and a signed cover URL
+            return self._end(context, earlier)
+        return self._wait(
+            context, job_id, wait_started=started, last_state=earlier.state, last_seen=time.time()
+        )
+
+    def _create(self, name: str) -> Any:
+        if self.picture_url is not None:
+            return self.hook.create_picture_modeling_job_by_url(
+                picture_url=self.picture_url, style_id=self.style_id, name=name, notify_url=self.notify_url
+            )
+        return self.hook.create_picture_modeling_job(
+            photo=self.photo, style_id=self.style_id, name=name, notify_url=self.notify_url
+        )
+
+    def _earlier_job(self, context: Any, name: str) -> PictureModelingJob | None:
+        """The job an earlier try of this task run created and that is still worth waiting for."""
+        states = [JobState.WAITING, JobState.PROCESSING, JobState.SUCCEED]
+        if self.accept_partial_success:
+            states.append(JobState.PARTIAL_SUCCEED)
+        since = run_started(context)
+        jobs = self.hook.find_picture_modeling_jobs(
+            name=name,
+            style_id=self.style_id,
+            created_since=None if since is None else since - CLOCK_SKEW_MARGIN,
+            states=states,
+        )
+        job = next(iter(jobs), None)
+        if job is None:
+            self.log.info(
+                "Retry %s: no running or successful job named %r from an earlier try; creating one",
+                context["ti"].try_number,
+                name,
+            )
+            return None
+        self.log.info(
+            "Adopting picture modeling job %s (%s, model_asset_id=%s), created by an earlier try of this "
+            "task run, instead of creating another",
+            job.job_id,
+            job.state,
+            job.model_asset_id,
+        )
+        return job
+
+
+#: How far before the DAG run's start the retry lookup searches: the service's clock and the
+#: scheduler's may disagree. The name is unique per run, so a wider window finds nothing wrong.
+CLOCK_SKEW_MARGIN = timedelta(minutes=5)
+
+
+def default_job_name(context: Any) -> str:
+    """A model name unique per task run: ``<dag_id>.<task_id>.<run_id>[.<map_index>]``.
+
+    Longer than the service's 256 characters, it keeps the start and ends with a hash of the whole.
+    """
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    name = f"{ti.dag_id}.{ti.task_id}.{ti.run_id}"
+    if isinstance(map_index, int) and map_index >= 0:
+        name += f".{map_index}"
+    if len(name) > MAX_NAME_LENGTH:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = f"{name[: MAX_NAME_LENGTH - len(digest) - 1]}~{digest}"
+    return name
+
+
+def is_retry(context: Any) -> bool:
+    """Whether this try follows a failed try of the same task run.
+
+    ``try_number`` counts every try of a task instance, across clears; a clear raises ``max_tries``
+    to ``try_number + retries``, so the first try of the current series is ``max_tries - retries + 1``
+    (Airflow's sensors compute it the same way). A cleared task therefore creates a new job.
+    """
+    ti = context["ti"]
+    try_number = getattr(ti, "try_number", None)
+    if not isinstance(try_number, int):
+        return False
+    max_tries = getattr(ti, "max_tries", None)
+    retries = getattr(getattr(ti, "task", None), "retries", None)
+    first = 1
+    if isinstance(max_tries, int) and isinstance(retries, int):
+        first = max(1, max_tries - retries + 1)
+    return try_number > first
+
+
+def run_started(context: Any) -> datetime | None:
+    """When the DAG run started (its start date; the time it was queued if it has none)."""
+    dag_run = context.get("dag_run")
+    for attr in ("start_date", "queued_at"):
+        value = getattr(dag_run, attr, None)
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value
+    return None

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_metastudio._compat import AIRFLOW_V_3, AirflowSensorTimeout, BaseSensorOperator, conf
+from airflow_provider_metastudio._compat import (
+    AIRFLOW_V_3,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    conf,
+)
 from airflow_provider_metastudio.exceptions import MetaStudioJobFailedError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.progress import JobProgress
+from airflow_provider_metastudio.progress import JobProgress, wait_timeout_message
 from airflow_provider_metastudio.triggers.picture_modeling import (
     MetaStudioPictureModelingJobTrigger,
+    defer_timeout,
     resolve_event,
 )
-from airflow_provider_metastudio.validation import validate_job_id
+from airflow_provider_metastudio.validation import validate_job_id, validate_wait_settings
 
 try:
     from airflow.sdk import PokeReturnValue
@@ -30,6 +36,9 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
     Done at SUCCEED (and PARTIAL_SUCCEED when ``accept_partial_success``); FAILED and CANCELED fail
     the task with the service's error code and message. An unknown state keeps waiting. The job
     (``model_asset_id``, ``model_cover_url``, state, times) is the sensor's return value in XCom.
+
+    ``poke_interval`` and ``timeout`` must be > 0. With ``soft_fail=True`` only a timeout skips the
+    task; a FAILED or CANCELED job and any error fail it, in poke, reschedule and deferrable mode.
 
     :param job_id: the job to watch (templated).
     :param metastudio_conn_id: the ``metastudio`` connection.
@@ -54,6 +63,12 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         self.metastudio_conn_id = metastudio_conn_id
         self.accept_partial_success = accept_partial_success
         self.deferrable = deferrable
+        # Airflow refuses negative and non-numeric values; 0 would poll a metered API in a loop.
+        validate_wait_settings(
+            self.poke_interval, self.timeout, poll_field="poke_interval", allow_no_timeout=False
+        )
+        self._wait_started: float | None = None  # time.time() of the first poke of this try
+        self._last_seen: float | None = None  # time.time() of the last poke's answer
 
     @cached_property
     def hook(self) -> MetaStudioHook:
@@ -65,6 +80,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
         job, request_id = self.hook.get_picture_modeling_job_with_request_id(validate_job_id(self.job_id))
+        self._last_seen = time.time()
         # In reschedule mode every poke is a new task run that remembers nothing: only the first
         # one logs the job's state at INFO (Airflow 3 counts reschedules; Airflow 2 does not say, so
         # there its running states stay at DEBUG), else each poke would log a "first look".
@@ -76,9 +92,24 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=job.to_dict())
         if job.is_terminal:
             raise MetaStudioJobFailedError(job.job_id, job.state, job.error_code, job.error_msg)
+        if not self.reschedule and self._wait_started is not None:
+            # Poke mode: time out here, right after a real read, with the durations in the message
+            # (Airflow's own check would say only "Sensor has timed out"). Airflow still applies
+            # soft_fail to it. Reschedule mode measures from the first try in Airflow's database.
+            elapsed = self._last_seen - self._wait_started
+            if elapsed >= self.timeout:
+                raise AirflowSensorTimeout(
+                    wait_timeout_message(
+                        self.job_id, job.state, elapsed, self.timeout, time.time() - self._last_seen
+                    )
+                )
         return False
 
     def execute(self, context: Any) -> Any:
+        validate_wait_settings(
+            self.poke_interval, self.timeout, poll_field="poke_interval", allow_no_timeout=False
+        )
+        self._wait_started = time.time()
         if not self.deferrable:
             return super().execute(context)
         # One poke first: a job that is already done costs no deferral.
@@ -88,15 +119,44 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         self.defer(
             trigger=MetaStudioPictureModelingJobTrigger(
                 job_id=self.job_id,
-                end_time=time.time() + self.timeout,
+                end_time=self._wait_started + self.timeout,
                 metastudio_conn_id=self.metastudio_conn_id,
                 poll_interval=self.poke_interval,
                 accept_partial_success=self.accept_partial_success,
                 last_state=self._progress.last_state,
+                wait_started=self._wait_started,
+                timeout=self.timeout,
+                last_seen=self._last_seen,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            timeout=defer_timeout(self.timeout),
         )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """Resume after the trigger; with ``soft_fail`` only a timeout skips.
+
+        Every Airflow line's ``BaseSensorOperator.resume_execution`` turns *any* AirflowException into
+        a skip under ``soft_fail`` (a FAILED job, an API error, a crashed trigger), so this bypasses it
+        and applies ``soft_fail`` (and ``never_fail``) itself.
+        """
+        try:
+            return super(BaseSensorOperator, self).resume_execution(next_method, next_kwargs, context)
+        except AirflowSkipException:
+            raise
+        except Exception as e:
+            timed_out = _is_timeout(e)
+            if timed_out and self.soft_fail:
+                raise AirflowSkipException(f"Skipping due to soft_fail: {e}") from e
+            if getattr(self, "never_fail", False):
+                raise AirflowSkipException(f"Skipping due to never_fail: {e}") from e
+            if timed_out and not isinstance(e, AirflowSensorTimeout):
+                # Airflow's deferral timeout (DEFER_TIMEOUT_MARGIN after the trigger's own deadline):
+                # the trigger never reported, so this says what is known.
+                raise AirflowSensorTimeout(
+                    f"Picture modeling job {self.job_id} still not finished after the timeout of "
+                    f"{self.timeout:.0f} s; the trigger did not report ({e})"
+                ) from e
+            raise
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         # The event's cover URL is redacted: read the finished job once more for a usable one.
@@ -110,3 +170,14 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
             request_id,
         )
         return job.to_dict()
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A timeout of the wait, as each Airflow line reports it on resume."""
+    if isinstance(exc, AirflowSensorTimeout):  # the trigger's timeout event (resolve_event)
+        return True
+    # Airflow 3: TaskDeferralTimeout; Airflow 2.11 has no such class and fails the deferred task with
+    # next_method="__fail__" and next_kwargs={"error": "Trigger/execution timeout"} instead.
+    if type(exc).__name__ == "TaskDeferralTimeout":
+        return True
+    return type(exc).__name__ == "TaskDeferralError" and "timeout" in str(exc).lower()

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class DagResult:
     tasks: dict[str, str]
     xcoms: dict[tuple[str, str], Any]
     run_id: str
+    tries: dict[str, int] = field(default_factory=dict)  # task id -> try number of its last try
 
 
 def _xcoms(db: Path, dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
@@ -83,6 +84,7 @@ def run_dag(e2e_dags: Any, airflow_db: Path, metastudio_connection: str):
         dr = dag.test(run_conf=conf)
         tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
         state = str(getattr(dr.state, "value", dr.state))
-        return DagResult(state, tasks, _xcoms(airflow_db, dag_id, dr.run_id), dr.run_id)
+        tries = {ti.task_id: ti.try_number for ti in dr.get_task_instances()}
+        return DagResult(state, tasks, _xcoms(airflow_db, dag_id, dr.run_id), dr.run_id, tries)
 
     return run

@@ -101,6 +101,19 @@ def test_timeout(mode, soft, run_dag, metastudio_emulator):
     assert result.tasks["wait"] == ("skipped" if soft else "failed")
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("outcome", ["FAILED", "CANCELED"])
+def test_soft_fail_does_not_skip_a_failed_job(outcome, mode, run_dag, metastudio_emulator):
+    """soft_fail is for timeouts: a job that failed fails the sensor in every mode (Airflow itself would
+    skip any AirflowException on a deferred sensor's resume)."""
+    job = metastudio_emulator.create_job(
+        name="doomed", outcome=outcome, waiting_seconds=1, processing_seconds=2
+    )
+    result = run_dag(f"e2e_{mode}_soft_failed", job_id=job["job_id"])
+
+    assert result.tasks["wait"] == "failed"
+
+
 @pytest.mark.parametrize("deferrable", [False, True], ids=["blocking", "deferrable"])
 def test_create_operator_waits_and_copies_cover(deferrable, run_dag, metastudio_emulator, tmp_path):
     dag_id = f"e2e_create_wait_{'deferrable' if deferrable else 'blocking'}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import http.client
 import importlib
 import io
@@ -455,6 +457,44 @@ def test_list_page_returns_count_jobs_and_request_id(requests_mock):
     assert "state=SUCCEED" in requests_mock.last_request.url
 
 
+def test_find_matches_name_and_style_newest_first_across_pages(requests_mock):
+    jobs = [
+        job_json("PROCESSING", job_id="newest", name="run-1"),
+        job_json("SUCCEED", job_id="other-name", name="run-2"),
+        job_json("FAILED", job_id="other-style", name="run-1", style_id="system_female_001"),
+        job_json("FAILED", job_id="oldest", name="run-1"),
+    ]
+    requests_mock.get(LIST_URL, json=_paged_list(jobs))
+    hook = make_hook()
+    hook.list_picture_modeling_jobs = functools.partial(hook.list_picture_modeling_jobs, page_size=2)
+    found = hook.find_picture_modeling_jobs(
+        name="run-1",
+        style_id=JOB_SUCCEED["style_id"],
+        created_since=datetime(2026, 11, 24, 8, 59, 59, 900000, tzinfo=timezone.utc),
+        states=["PROCESSING", "FAILED"],
+    )
+    assert [j.job_id for j in found] == ["newest", "oldest"]
+    queries = [urlsplit(r.url).query for r in requests_mock.request_history]
+    assert queries[0] == (
+        "create_since=2026-11-24T08%3A59%3A59Z&limit=2&offset=0&sort_dir=desc&sort_key=create_time"
+        "&state=PROCESSING%2CFAILED"
+    )
+    assert len(queries) == 2
+
+
+def test_find_stops_paging_once_the_caller_has_its_job(requests_mock):
+    jobs = [job_json(job_id=f"job-{i}", name="n") for i in range(250)]
+    requests_mock.get(LIST_URL, json=_paged_list(jobs))
+    first = next(make_hook().find_picture_modeling_jobs(name="n", created_since=None))
+    assert first.job_id == "job-0" and requests_mock.call_count == 1
+
+
+def test_find_refuses_a_bad_name_before_any_request(requests_mock):
+    with pytest.raises(MetaStudioValidationError) as exc:
+        list(make_hook().find_picture_modeling_jobs(name="", created_since=None))
+    assert exc.value.field == "name" and requests_mock.call_count == 0
+
+
 def test_list_answer_without_a_job_list_is_invalid(requests_mock):
     requests_mock.get(LIST_URL, json={"count": 1, "picture_modeling_jobs": "oops"})
     with pytest.raises(MetaStudioInvalidResponseError):
@@ -778,18 +818,82 @@ def test_wait_keeps_polling_through_an_unknown_state(requests_mock, caplog):
     assert len([m for m in _hook_records(caplog, logging.WARNING) if "ARCHIVED" in m]) == 1
 
 
-def test_wait_times_out(requests_mock):
+def test_wait_times_out_only_after_a_final_read_at_the_deadline(requests_mock):
     requests_mock.get(SHOW_URL, **ok(job_json("PROCESSING")))
     fake = FakeTime()
     with pytest.raises(MetaStudioWaitTimeout) as exc:
         make_hook().wait_for_picture_modeling_job(
             JOB_ID, poll_interval=30, timeout=100, monotonic=fake.monotonic, sleep=fake.sleep
         )
-    assert JOB_ID in str(exc.value) and "PROCESSING" in str(exc.value)
-    # polls at 0, 30, 60 and 90; the next one would be past the deadline
-    assert requests_mock.call_count == 4
-    assert fake.slept == [30, 30, 30]
-    assert fake.now - 100.0 <= 100
+    # polls at 0, 30, 60, 90 and, the last sleep cut to what was left, at the deadline (100)
+    assert requests_mock.call_count == 5
+    assert fake.slept == [30, 30, 30, 10]
+    assert str(exc.value) == (
+        f"Picture modeling job {JOB_ID} still PROCESSING after 100 s (timeout 100 s; "
+        "last seen PROCESSING 0 s ago)"
+    )
+
+
+@pytest.mark.parametrize("state", ["SUCCEED", "FAILED", "CANCELED", "PARTIAL_SUCCEED"])
+def test_wait_reports_a_job_that_ended_in_the_last_interval(requests_mock, state):
+    """Giving up at 90 s (the next poll "would be late") would call a job that ended at 95 s a timeout."""
+    requests_mock.get(SHOW_URL, [ok(job_json("PROCESSING"))] * 4 + [ok(job_json(state))])
+    fake = FakeTime()
+    job = make_hook().wait_for_picture_modeling_job(
+        JOB_ID, poll_interval=30, timeout=100, monotonic=fake.monotonic, sleep=fake.sleep
+    )
+    assert job.state == state and requests_mock.call_count == 5
+    assert fake.now - 100.0 == 100
+
+
+def test_wait_with_no_timeout_waits_forever(requests_mock):
+    requests_mock.get(SHOW_URL, [ok(job_json("PROCESSING"))] * 200 + [ok(job_json("SUCCEED"))])
+    fake = FakeTime()
+    job = make_hook().wait_for_picture_modeling_job(
+        JOB_ID, poll_interval=3600, timeout=None, monotonic=fake.monotonic, sleep=fake.sleep
+    )
+    assert job.state == "SUCCEED" and fake.slept == [3600] * 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": -1}, "poll_interval"),
+        ({"poll_interval": float("nan")}, "poll_interval"),
+        ({"poll_interval": "30"}, "poll_interval"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -5}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
+    ],
+)
+def test_wait_refuses_bad_settings_before_any_request(requests_mock, kwargs, field):
+    with pytest.raises(MetaStudioValidationError) as exc:
+        make_hook().wait_for_picture_modeling_job(JOB_ID, **kwargs)
+    assert exc.value.field == field
+    assert requests_mock.call_count == 0
+
+
+def test_details_of_another_job_are_an_invalid_answer(requests_mock):
+    requests_mock.get(SHOW_URL, **ok(job_json("SUCCEED", job_id="someone-elses-job"), request_id="req-x"))
+    with pytest.raises(MetaStudioInvalidResponseError) as exc:
+        make_hook().get_picture_modeling_job(JOB_ID)
+    assert exc.value.status == 200 and exc.value.request_id == "req-x" and exc.value.call == "show"
+    assert "someone-elses-job" in str(exc.value) and "req-x" in str(exc.value)
+
+
+def test_async_details_of_another_job_are_an_invalid_answer(monkeypatch):
+    hook = make_hook()
+    answer = hook_module.ApiResponse(200, job_json(job_id="other"), "req-a", {})
+
+    async def arequest(call):
+        return answer
+
+    monkeypatch.setattr(hook, "_arequest", arequest)
+    with pytest.raises(MetaStudioInvalidResponseError) as exc:
+        asyncio.run(hook.aget_picture_modeling_job(JOB_ID))
+    assert exc.value.status == 200 and exc.value.request_id == "req-a" and "'other'" in str(exc.value)
 
 
 def test_wait_propagates_a_final_api_error(requests_mock):

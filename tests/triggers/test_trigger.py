@@ -465,7 +465,7 @@ def test_a_timeout_message_states_the_whole_wait(metastudio_emulator, metastudio
     (event,) = asyncio.run(_events(trigger))
     assert event["status"] == "timeout" and event["last_state"] == "WAITING"
     assert re.fullmatch(
-        rf"Picture modeling job {job['job_id']} still WAITING after 60\ds \(timeout 600s; "
-        r"last seen WAITING \ds ago\)",
+        rf"Picture modeling job {job['job_id']} still WAITING after 60\d s \(timeout 600 s; "
+        r"last seen WAITING \d s ago\)",
         event["message"],
     ), event["message"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow_provider_metastudio.operators.picture_modeling import (
     MetaStudioCreatePictureModelingJobOperator,
@@ -75,5 +75,29 @@ for deferrable in (False, True):
             cover_destination="{{ params.cover_dir }}/covers/",
         )
     DAGS[dag.dag_id] = dag
+
+# A sensor with soft_fail on a job that fails: only a timeout may skip it.
+for mode in MODES:
+    with _dag(f"e2e_{mode}_soft_failed") as dag:
+        _sensor(mode, job_id="{{ params.job_id }}", timeout=120, soft_fail=True)
+    DAGS[dag.dag_id] = dag
+
+# The create operator with retries, its name left to the default (unique per task run): a retry
+# must adopt the job an earlier try created instead of paying for another.
+RETRY_TIMEOUTS = {"": 60, "_short": 3}
+for deferrable in (False, True):
+    for variant, timeout in RETRY_TIMEOUTS.items():
+        with _dag(f"e2e_retry_{'deferrable' if deferrable else 'blocking'}{variant}") as dag:
+            MetaStudioCreatePictureModelingJobOperator(
+                task_id="create",
+                picture_url="https://photos.example.com/face.png",
+                style_id="system_male_001",
+                deferrable=deferrable,
+                poll_interval=0.5,
+                timeout=timeout,
+                retries=2,
+                retry_delay=timedelta(milliseconds=100),
+            )
+        DAGS[dag.dag_id] = dag
 
 globals().update({f"dag_{i}": d for i, d in enumerate(DAGS.values())})

@@ -25,6 +25,7 @@ from airflow_provider_metastudio.models import JobState, PictureModelingJob, red
 from airflow_provider_metastudio.triggers.picture_modeling import (
     MetaStudioPictureModelingJobTrigger,
     defer_timeout,
+    is_stale_event,
     resolve_event,
 )
 from airflow_provider_metastudio.validation import (
@@ -101,6 +102,7 @@ class _PictureModelingJobOperator(BaseOperator):
                     wait_started=wait_started,
                     timeout=self.timeout,
                     last_seen=last_seen,
+                    try_number=getattr(context["ti"], "try_number", None),
                 ),
                 method_name="execute_complete",
                 timeout=defer_timeout(self.timeout),
@@ -117,7 +119,10 @@ class _PictureModelingJobOperator(BaseOperator):
             raise MetaStudioJobFailedError(job.job_id, job.state, job.error_code, job.error_msg)
         return self._finish(context, job)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        if is_stale_event(event, context):
+            self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
+            return self.execute(context)
         # The event's cover URL is redacted: read the finished job once more for a usable one.
         job_id = resolve_event(event, MetaStudioWaitTimeout)["job_id"]
         return self._finish(context, self.hook.get_picture_modeling_job(job_id))

@@ -20,6 +20,7 @@ from airflow_provider_metastudio.progress import JobProgress, wait_timeout_messa
 from airflow_provider_metastudio.triggers.picture_modeling import (
     MetaStudioPictureModelingJobTrigger,
     defer_timeout,
+    is_stale_event,
     resolve_event,
 )
 from airflow_provider_metastudio.validation import validate_job_id, validate_wait_settings
@@ -127,6 +128,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
                 wait_started=self._wait_started,
                 timeout=self.timeout,
                 last_seen=self._last_seen,
+                try_number=getattr(context["ti"], "try_number", None),
             ),
             method_name="execute_complete",
             timeout=defer_timeout(self.timeout),
@@ -158,7 +160,10 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
                 ) from e
             raise
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        if is_stale_event(event, context):
+            self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
+            return self.execute(context)
         # The event's cover URL is redacted: read the finished job once more for a usable one.
         job_id = resolve_event(event, AirflowSensorTimeout)["job_id"]
         job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)

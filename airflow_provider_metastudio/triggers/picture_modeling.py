@@ -82,6 +82,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
         wait_started: float | None = None,
         timeout: float | None = None,
         last_seen: float | None = None,
+        try_number: int | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -96,6 +97,9 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
         self.wait_started = time.time() if wait_started is None else float(wait_started)
         self.timeout = None if timeout is None else float(timeout)
         self.last_seen = last_seen  # time.time() of the observation that gave last_state
+        # The deferring try, echoed in every event: Airflow 3.0 resumes a *retry* with the failed
+        # try's event (it keeps next_method/next_kwargs), and the task must be able to tell.
+        self.try_number = try_number
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         # Plain values only: the triggerer stores these in its database. No client, no secret.
@@ -111,10 +115,17 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
                 "wait_started": self.wait_started,
                 "timeout": self.timeout,
                 "last_seen": self.last_seen,
+                "try_number": self.try_number,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        async for event in self._events():
+            if self.try_number is not None:
+                event.payload["try_number"] = self.try_number
+            yield event
+
+    async def _events(self) -> AsyncIterator[TriggerEvent]:
         # All triggers of a tenant in this event loop share one poller (see triggers/poller.py); it
         # hands this trigger what it sees, and the trigger logs it here, in its own task's log.
         progress = self._progress()
@@ -191,6 +202,13 @@ def _error_fields(e: MetaStudioError) -> dict[str, Any]:
         "error_msg": d["error_msg"],
         "request_id": d["request_id"],
     }
+
+
+def is_stale_event(event: dict[str, Any] | None, context: Any) -> bool:
+    """Whether ``event`` was fired for an earlier try of this task (Airflow 3.0 replays it on retry)."""
+    fired_for = (event or {}).get("try_number")
+    current = getattr(context.get("ti"), "try_number", None)
+    return isinstance(fired_for, int) and isinstance(current, int) and fired_for != current
 
 
 def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "min_minutes": 0.5,  # jobs end 30-75 s after the first is created: a 45 s window
         "max_minutes": 1.25,
         "tail_intervals": 6.0,
-        "max_seconds": 150.0,
+        "max_seconds": 120.0,
     },
     "outage": {
         "n": "200",
@@ -484,12 +484,9 @@ def scenario_summary(
         )
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     # The poller's own log lines (the triggers repeat each notice in their task's log).
-    out["log_outage_started"] = sum(
-        1 for line in text.splitlines() if "calls fail for project" in line and "poller" in line
-    )
-    out["log_outage_ended"] = sum(
-        1 for line in text.splitlines() if "calls work again for project" in line and "poller" in line
-    )
+    own = [line for line in text.splitlines() if "triggers.poller]" in line]
+    out["log_outage_started"] = sum(1 for line in own if "calls fail for project" in line)
+    out["log_outage_ended"] = sum(1 for line in own if "calls work again for project" in line)
     return out
 
 

@@ -924,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario != "sweep":  # the scenario's defaults, under whatever was given explicitly
         parser.set_defaults(**SCENARIOS[args.scenario])
         args = parser.parse_args(argv)
+    elif args.outage_seconds:
+        parser.error("--outage-seconds needs --scenario burst or outage (the sweep reports no outage)")
     if args.worker:
         run_worker(args.worker)
         return 0

@@ -14,6 +14,10 @@ Measured: API calls (total and per interval, from the emulator's counters), 429s
 latency (emulated time the event arrived minus the job's emulated end), the worker's CPU time and
 RSS added, and event-loop lag (how late a ticker's ``asyncio.sleep(0.01)`` wakes).
 
+Scenarios (``--scenario``): ``sweep`` (the default: N = 10 ... 10,000, time scale 60), ``burst``
+(1,000 jobs ending within 45 real seconds, 10 s interval, time scale 1) and ``outage`` (200 waits,
+60 real seconds of 503s on every call in the middle of the run).
+
 Run: ``.venv/bin/python benchmarks/bench_polling.py`` (``--quick`` for a smoke run).
 """
 
@@ -52,6 +56,33 @@ SCHEMES = ("naive", "provider")
 TERMINAL = ("SUCCEED", "PARTIAL_SUCCEED", "FAILED", "CANCELED")
 DOCUMENTED_RATES = {"show": 1.0, "list": 1.0, "create": 1.0, "create_by_url": 2.0}
 
+# Defaults each scenario sets (explicit flags still win). Burst and outage run at time scale 1: the
+# poller's busy interval and its backoff are real seconds, and an outage lasts real seconds.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "sweep": {},
+    "burst": {
+        "n": "1000",
+        "time_scale": 1.0,
+        "interval": 10.0,
+        "min_minutes": 0.5,  # jobs end 30-75 s after the first is created: a 45 s window
+        "max_minutes": 1.25,
+        "tail_intervals": 6.0,
+        "max_seconds": 120.0,
+    },
+    "outage": {
+        "n": "200",
+        "schemes": "provider",
+        "time_scale": 1.0,
+        "interval": 10.0,
+        "min_minutes": 20 / 60,  # jobs end 20-200 s after the first is created
+        "max_minutes": 200 / 60,
+        "tail_intervals": 6.0,
+        "max_seconds": 280.0,
+        "outage_at": 80.0,
+        "outage_seconds": 60.0,
+    },
+}
+
 
 # =====================================================================================================
 # worker: one scheme, N waits, one event loop (runs in its own process)
@@ -78,6 +109,7 @@ class Recorder:
         self.lags: list[float] = []
         self.rss_peak = 0
         self.counts: dict[str, int] = {"attempts": 0, "throttled": 0, "gave_up": 0, "errors": 0}
+        self.pollers: list[dict[str, float]] = []  # the provider's poller counters when it stopped
 
     def start(self, job_id: str) -> None:
         self.started[job_id] = self.clock.now()
@@ -152,6 +184,21 @@ async def _provider_wait(
         rec.detect(job_id, str(event.payload.get("status")))
 
 
+def _record_poller_stats(rec: Recorder) -> None:
+    """Keep each shared poller's counters when it stops (the last wait of its tenant ended)."""
+    from airflow_provider_metastudio.triggers.poller import TenantPoller
+
+    close = TenantPoller.close
+
+    async def recording_close(self: TenantPoller) -> None:
+        rec.pollers.append(
+            {"rounds": self.rounds, "list_calls": self.list_calls, "details_calls": self.details_calls}
+        )
+        await close(self)
+
+    TenantPoller.close = recording_close  # type: ignore[method-assign]
+
+
 async def _worker_main(
     spec: dict[str, Any], rec: Recorder, ids: list[str], delays: list[float]
 ) -> dict[str, float]:
@@ -177,6 +224,7 @@ async def _worker_main(
         }
         coros = [_naive_wait(j, d, spec, client_kw, rec, deadline) for j, d in zip(ids, delays, strict=True)]
     else:
+        _record_poller_stats(rec)
         coros = [_provider_wait(j, d, spec, rec, wall_deadline) for j, d in zip(ids, delays, strict=True)]
     stop = asyncio.Event()
     ticker = asyncio.create_task(rec.ticker(stop))
@@ -239,6 +287,7 @@ def run_worker(spec_path: str) -> None:
         "detected": rec.detected,
         "started": rec.started,
         "client_counts": rec.counts,
+        "pollers": rec.pollers,
         "clock": clock.to_dict(),
     }
     Path(spec["result_path"]).write_text(json.dumps(result))
@@ -250,13 +299,20 @@ def run_worker(spec_path: str) -> None:
 
 
 def create_jobs(
-    admin: Admin, n: int, args: argparse.Namespace, seed: int
+    admin: Admin, n: int, args: argparse.Namespace, seed: int, clock: EmulatedClock | None = None
 ) -> tuple[list[str], dict[str, float]]:
-    """N jobs with seeded random durations (the same for both schemes); returns ids and emulated ends."""
+    """N jobs with seeded random durations (the same for both schemes); returns ids and emulated ends.
+
+    With ``clock``, each job ends ``min_minutes``-``max_minutes`` after the first one was created
+    (not after its own creation), so creating many jobs does not widen the window their ends fall in.
+    """
     rng = random.Random(f"jobs:{seed}:{n}")
     ids = []
+    anchor = clock.now() if clock is not None else 0.0
     for i in range(n):
         total = rng.uniform(args.min_minutes, args.max_minutes) * 60.0
+        if clock is not None:
+            total = anchor + total - clock.now()
         waiting = min(rng.uniform(30.0, 90.0), total / 2)
         job = admin.create_job(name=f"bench_{i}", waiting_seconds=waiting, processing_seconds=total - waiting)
         ids.append(job["job_id"])
@@ -296,6 +352,7 @@ def run_one(scheme: str, n: int, args: argparse.Namespace, seed: int) -> dict[st
         spec_path.write_text(json.dumps(spec))
         log_path = Path(tempfile.gettempdir()) / f"bench-polling-{scheme}-{n}.log"
         samples: list[tuple[float, int, int]] = []
+        outage: tuple[float, float] | None = None  # emulated start and end of the injected outage
         with open(log_path, "w") as log:
             worker = subprocess.Popen(
                 [sys.executable, __file__, "--worker", str(spec_path)],
@@ -308,8 +365,10 @@ def run_one(scheme: str, n: int, args: argparse.Namespace, seed: int) -> dict[st
             try:
                 if worker.stdout.readline().strip() != "READY":
                     raise RuntimeError(f"worker {scheme} N={n} did not start; see {log_path}")
+                clock = EmulatedClock(admin) if args.scenario != "sweep" else None
                 t0 = time.monotonic()
-                ids, ends = create_jobs(admin, n, args, seed)
+                created_emu = clock.now() if clock is not None else None
+                ids, ends = create_jobs(admin, n, args, seed, clock)
                 create_s = time.monotonic() - t0
                 jobs_path = Path(tmp) / "jobs.json"
                 deadline_emulated = max(ends.values()) + args.tail_intervals * args.interval
@@ -318,9 +377,18 @@ def run_one(scheme: str, n: int, args: argparse.Namespace, seed: int) -> dict[st
                 worker.stdin.flush()
                 next_sample = time.monotonic()
                 watchdog = next_sample + max_seconds + 120.0
+                outage_due = t0 + args.outage_at if args.outage_seconds else None
                 while worker.poll() is None:
                     if time.monotonic() > watchdog:
                         raise RuntimeError(f"worker {scheme} N={n} hangs; see {log_path}")
+                    if outage_due is not None and time.monotonic() >= outage_due:
+                        assert clock is not None
+                        outage_due = None
+                        begin = clock.now()
+                        admin.call(
+                            "POST", "/outages", {"seconds": args.outage_seconds, "call": "*", "kind": "503"}
+                        )
+                        outage = (begin, clock.now() + args.outage_seconds * clock.scale)
                     if time.monotonic() >= next_sample:
                         c = admin.counters()
                         samples.append((time.monotonic(), int(c["total"]), int(c["throttled_total"])))
@@ -348,9 +416,78 @@ def run_one(scheme: str, n: int, args: argparse.Namespace, seed: int) -> dict[st
     row = summarize(scheme, n, args, result, counters, samples, ends, create_s, emu_cpu)
     row["capped_seconds"] = max_seconds if capped else None
     row["seed"] = seed
-    if row["late"]:
+    if args.scenario != "sweep":
+        assert created_emu is not None
+        row.update(scenario_summary(args, result, counters, ends, created_emu, outage, log_path))
+    if row["late"] or (args.scenario != "sweep" and scheme == "provider"):
         row["request_log"] = request_log
     return row
+
+
+def scenario_summary(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    counters: dict[str, Any],
+    ends: dict[str, float],
+    created_emu: float,
+    outage: tuple[float, float] | None,
+    log_path: Path,
+) -> dict[str, Any]:
+    """What the burst and outage scenarios report beyond the sweep's columns."""
+    detected = result["detected"]
+    started = result["started"]
+    seen_from = {j: max(e, started.get(j, e)) for j, e in ends.items()}
+    statuses = counters.get("statuses", {})
+    by_status: dict[str, int] = {}
+    for per_call in statuses.values():
+        for code, count in per_call.items():
+            by_status[code] = by_status.get(code, 0) + count
+    pollers = result.get("pollers", [])
+    out: dict[str, Any] = {
+        "scenario": args.scenario,
+        "interval": args.interval,
+        "statuses_by_call": statuses,
+        "http_503": by_status.get("503", 0),
+        "list_calls": int(counters.get("requests", {}).get("list", 0)),
+        "details_calls": int(counters.get("requests", {}).get("show", 0)),
+        "poller": {k: sum(int(p[k]) for p in pollers) for k in ("rounds", "list_calls", "details_calls")}
+        if pollers
+        else None,
+        "pollers_stopped": len(pollers),
+        "end_window_s": [min(ends.values()) - created_emu, max(ends.values()) - created_emu],
+        # Per job: end (s after the first job was created), detection latency (None: not detected).
+        "points": [
+            [ends[j] - created_emu, (detected[j][0] - seen_from[j]) if j in detected else None]
+            for j in sorted(ends, key=ends.__getitem__)
+        ],
+    }
+    if outage is not None:
+        begin, end = outage
+        during = [j for j, e in ends.items() if begin <= e < end]
+        lat = [detected[j][0] - ends[j] for j in during if j in detected]
+        after = [detected[j][0] - end for j in during if j in detected]
+        out.update(
+            {
+                "outage_s": [begin - created_emu, end - created_emu],
+                "outage_jobs": len(during),
+                "outage_jobs_detected": len(lat),
+                "outage_latency_p50": percentile(lat, 50),
+                "outage_latency_p95": percentile(lat, 95),
+                "outage_latency_max": max(lat) if lat else float("nan"),
+                # Detection minus the outage's end: what the backoff adds once the service is back.
+                "after_outage_p50": percentile(after, 50),
+                "after_outage_max": max(after) if after else float("nan"),
+                "others_latency_p95": percentile(
+                    [t - seen_from[j] for j, (t, _) in detected.items() if j not in set(during)], 95
+                ),
+            }
+        )
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    # The poller's own log lines (the triggers repeat each notice in their task's log).
+    own = [line for line in text.splitlines() if "triggers.poller]" in line]
+    out["log_outage_started"] = sum(1 for line in own if "calls fail for project" in line)
+    out["log_outage_ended"] = sum(1 for line in own if "calls work again for project" in line)
+    return out
 
 
 def _proc_cpu(pid: int) -> float:
@@ -603,8 +740,143 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     save_chart(fig, path)
 
 
+def render_scenario(rows: list[dict[str, Any]], args: argparse.Namespace, env: str) -> str:
+    """The burst and outage scenarios: detection, calls by kind, 429s and 503s, how the waits ended."""
+    outage = args.scenario == "outage"
+    headers = [
+        "N",
+        "scheme",
+        "run (real s)",
+        "job ends (s after creation)",
+        "API calls (list / details)",
+        "429s",
+        "503s",
+        "poller rounds / list / details",
+        "waits ended (statuses)",
+        "detected / N (missed)",
+        "latency p50 / p95 / max (s)",
+    ]
+    if outage:
+        headers += ["ended during outage: latency p50 / p95 / max (s)", "after outage end p50 / max (s)"]
+    headers += ["CPU s", "loop lag p99 / max (ms)"]
+    body = []
+    for r in rows:
+        p = r.get("poller")
+        cells = [
+            fmt(r["n"]),
+            r["scheme"] + (f" #{r['run']} (seed {r['seed']})" if args.repeat > 1 else ""),
+            f"{r['run_real_s']:.0f}",
+            f"{r['end_window_s'][0]:.0f}-{r['end_window_s'][1]:.0f}",
+            f"{fmt(r['calls'])} ({fmt(r['list_calls'])} / {fmt(r['details_calls'])})",
+            fmt(r["throttled"]),
+            fmt(r["http_503"]),
+            f"{fmt(p['rounds'])} / {fmt(p['list_calls'])} / {fmt(p['details_calls'])}" if p else "-",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(r["statuses"].items())) or "-",
+            f"{fmt(r['detected'])} / {fmt(r['n'])} ({fmt(r['missed'])})",
+            f"{_lat(r, 50)} / {_lat(r, 95)} / {'>= ' if r['missed'] else ''}{fmt(r['latency_max'])}",
+        ]
+        if outage:
+            cells += [
+                f"{fmt(r['outage_latency_p50'])} / {fmt(r['outage_latency_p95'])} / "
+                f"{fmt(r['outage_latency_max'])} ({r['outage_jobs_detected']} of {r['outage_jobs']} jobs)",
+                f"{fmt(r['after_outage_p50'])} / {fmt(r['after_outage_max'])}",
+            ]
+        cells += [fmt(r["cpu_s"], 2), f"{fmt(r['lag_ms']['p99'])} / {fmt(r['lag_ms']['max'])}"]
+        body.append(cells)
+    window = f"{args.min_minutes * 60:g}-{args.max_minutes * 60:g}"
+    if outage:
+        title = "## Polling through an outage"
+        what = (
+            f"{args.outage_seconds:g} real s of `503` on every service call, beginning {args.outage_at:g} s "
+            "after the jobs were created"
+        )
+    else:
+        title = "## Polling a burst of finishing jobs"
+        what = "no faults"
+    params = (
+        f"time scale {args.time_scale:g}; poll interval {args.interval:g} s; jobs end {window} s after the "
+        f"first one is created (uniform, seed {args.seed}{' + run - 1' if args.repeat > 1 else ''}); waits "
+        f"start spread over {args.ramp_intervals:g} interval(s); emulator quotas: show 1/s, list 1/s per "
+        "tenant; the provider's connection has the same `rate_limits`, so a 429 is a bug, not a design "
+        f"limit; naive: one httpx client per wait, 429 retried after Retry-After up to {args.naive_retries} "
+        f"times; {what}; each run stops when every wait has ended, or after {args.max_seconds:g} real s."
+    )
+    parts = [
+        title,
+        "",
+        f"Command: `{args.command_line}`",
+        "",
+        f"Parameters: {params}",
+        "",
+        f"Environment: {env}",
+        "",
+        markdown_table(headers, body),
+        "",
+        "Latency = time the wait got its event minus the job's end (or the wait's start, if later). API "
+        "calls, 429s and 503s are counted by the emulator (the hook's own retries included); poller "
+        "rounds / list / details are the provider's shared poller's counters (one poller: one tenant). "
+        "'waits ended' counts the trigger events by status (every wait must end with `success`).",
+    ]
+    if outage:
+        parts.append(
+            "\n'ended during outage': jobs whose end fell inside the outage; their latency is measured "
+            "from the job's end, so it includes the rest of the outage. 'after outage end' = detection "
+            "minus the outage's end: what the backoff (full jitter, up to 30 s) adds once the service is "
+            "back."
+        )
+    for r in rows:
+        if r.get("log_outage_started") is not None and (r["log_outage_started"] or r["log_outage_ended"]):
+            parts.append(
+                f"\n{r['scheme']}: the poller logged {r['log_outage_started']} outage start(s) and "
+                f"{r['log_outage_ended']} end(s) (one per kind of call: list, details)."
+            )
+    parts.append(
+        "\nLoad average (1, 5, 15 min) before -> after each run: "
+        + "; ".join(f"{r['scheme']} #{r['run']}: {r['load']}" for r in rows if "load" in r)
+        + "."
+    )
+    for r in rows:
+        if r["missed"] or r["pending_at_end"]:
+            parts.append(
+                f"\nNote: {r['scheme']}: {r['missed']} jobs that had ended were not detected, "
+                f"{r['pending_at_end']} waits still pending when the run stopped."
+            )
+    return "\n".join(parts)
+
+
+def chart_scenario(rows: list[dict[str, Any]], path: Path) -> None:
+    """Detection latency of every job against the time it ended; the outage shaded."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for r in rows:
+        pts = [(x, y) for x, y in r["points"] if y is not None]
+        label = f"{r['scheme']} #{r['run']}" if len(rows) > len({x["scheme"] for x in rows}) else r["scheme"]
+        ax.plot([x for x, _ in pts], [max(y, 0.05) for _, y in pts], ".", ms=3, alpha=0.6, label=label)
+        if r.get("outage_s"):
+            ax.axvspan(*r["outage_s"], color="red", alpha=0.08, label="outage (503)")
+    if rows[0].get("scenario") == "burst":
+        target = rows[0]["interval"] + 2.0
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target p95: interval + 2 s = {target:g} s")
+    ax.set_yscale("log")
+    ax.set_xlabel("job end (s after the jobs were created)")
+    ax.set_ylabel("detection latency (s)")
+    ax.set_title(f"{rows[0].get('scenario', '')}: detection latency per job")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_chart(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default="sweep",
+        help="sweep: N = 10 ... 10,000 (default); burst: 1,000 jobs ending within 45 s, 10 s interval, "
+        "time scale 1; outage: 200 waits, 60 s of 503s on every call in the middle",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: N=10,100, short jobs")
     parser.add_argument(
         "--n", default="10,100,1000,10000", help="comma-separated N (default 10,100,1000,10000)"
@@ -635,6 +907,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--naive-backoff", type=float, default=1.0, help="naive 429 backoff without Retry-After, emulated s"
     )
+    parser.add_argument(
+        "--outage-at", type=float, default=0.0, help="real s after the jobs are created: the outage begins"
+    )
+    parser.add_argument(
+        "--outage-seconds", type=float, default=0.0, help="real s of 503s on every call (0: no outage)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--repeat", type=int, default=1, help="run everything this many times (seed + run - 1)"
@@ -643,23 +921,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replot", metavar="NAME", help="redraw results/NAME.md and .png from NAME.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scenario != "sweep":  # the scenario's defaults, under whatever was given explicitly
+        parser.set_defaults(**SCENARIOS[args.scenario])
+        args = parser.parse_args(argv)
+    elif args.outage_seconds:
+        parser.error("--outage-seconds needs --scenario burst or outage (the sweep reports no outage)")
     if args.worker:
         run_worker(args.worker)
         return 0
     if args.replot:  # redraw the table and chart of a saved run
         saved = json.loads((RESULTS / f"{args.replot}.json").read_text())
-        old = argparse.Namespace(**saved["args"])
-        text = render(saved["rows"], old, saved["environment"])
+        old = argparse.Namespace(**{"scenario": "sweep", **saved["args"]})
+        scenario = old.scenario != "sweep"
+        text = (render_scenario if scenario else render)(saved["rows"], old, saved["environment"])
         print(text)
         write_results(args.replot, text, saved)
-        chart(saved["rows"], RESULTS / f"{args.replot}.png")
+        (chart_scenario if scenario else chart)(saved["rows"], RESULTS / f"{args.replot}.png")
         return 0
     args.command_line = command_line("bench_polling.py", argv)
-    if args.quick:
+    if args.quick and args.scenario == "burst":
+        args.n, args.min_minutes, args.max_minutes, args.max_seconds = "100", 0.25, 0.5, 60.0
+    elif args.quick and args.scenario == "outage":
+        args.n, args.min_minutes, args.max_minutes, args.max_seconds = "50", 10 / 60, 70 / 60, 100.0
+        args.outage_at, args.outage_seconds = 25.0, 20.0
+    elif args.quick:
         args.n = "10,100"
         args.min_minutes, args.max_minutes = 3.0, 8.0
         args.max_seconds = 30.0
-    name = args.name or ("polling-quick" if args.quick else "polling")
+    base = "polling" if args.scenario == "sweep" else f"polling-{args.scenario}"
+    name = args.name or (f"{base}-quick" if args.quick else base)
     ns = [int(x) for x in args.n.split(",") if x]
     schemes = [s for s in args.schemes.split(",") if s]
     env = environment()
@@ -676,16 +966,18 @@ def main(argv: list[str] | None = None) -> int:
                 row["run"] = rep + 1
                 print(
                     f"  {row['calls']} calls, {row['throttled']} 429s, p95 {row['latency_p95']:.1f} s, "
-                    f"{row['detected']}/{row['n']} detected, cpu {row['cpu_s']:.1f} s",
+                    f"{row['detected']}/{row['n']} detected, cpu {row['cpu_s']:.1f} s"
+                    + (f", poller {row['poller']}" if row.get("poller") else ""),
                     file=sys.stderr,
                     flush=True,
                 )
                 rows.append(row)
     rows.sort(key=lambda r: (r["n"], r["run"], SCHEMES.index(r["scheme"])))
-    text = render(rows, args, env)
+    scenario = args.scenario != "sweep"
+    text = (render_scenario if scenario else render)(rows, args, env)
     print(text)
     write_results(name, text, {"args": vars(args), "environment": env, "rows": rows})
-    chart(rows, RESULTS / f"{name}.png")
+    (chart_scenario if scenario else chart)(rows, RESULTS / f"{name}.png")
     return 0
 
 

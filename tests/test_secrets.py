@@ -390,6 +390,7 @@ TRIGGER_KWARGS = {
     "wait_started",
     "timeout",
     "last_seen",
+    "try_number",
 }
 
 

@@ -27,6 +27,7 @@ from airflow_provider_metastudio.triggers.picture_modeling import (
     defer_timeout,
     is_stale_event,
     resolve_event,
+    try_number_of,
 )
 from airflow_provider_metastudio.validation import (
     MAX_NAME_LENGTH,
@@ -102,7 +103,7 @@ class _PictureModelingJobOperator(BaseOperator):
                     wait_started=wait_started,
                     timeout=self.timeout,
                     last_seen=last_seen,
-                    try_number=getattr(context["ti"], "try_number", None),
+                    try_number=try_number_of(context),
                 ),
                 method_name="execute_complete",
                 timeout=defer_timeout(self.timeout),

@@ -22,6 +22,7 @@ from airflow_provider_metastudio.triggers.picture_modeling import (
     defer_timeout,
     is_stale_event,
     resolve_event,
+    try_number_of,
 )
 from airflow_provider_metastudio.validation import validate_job_id, validate_wait_settings
 
@@ -128,7 +129,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
                 wait_started=self._wait_started,
                 timeout=self.timeout,
                 last_seen=self._last_seen,
-                try_number=getattr(context["ti"], "try_number", None),
+                try_number=try_number_of(context),
             ),
             method_name="execute_complete",
             timeout=defer_timeout(self.timeout),

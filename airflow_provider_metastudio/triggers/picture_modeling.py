@@ -204,11 +204,17 @@ def _error_fields(e: MetaStudioError) -> dict[str, Any]:
     }
 
 
+def try_number_of(context: Any) -> int | None:
+    """The running try's number, or None where the context has none (unit tests' bare contexts)."""
+    number = getattr(context.get("ti"), "try_number", None)
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+
 def is_stale_event(event: dict[str, Any] | None, context: Any) -> bool:
     """Whether ``event`` was fired for an earlier try of this task (Airflow 3.0 replays it on retry)."""
     fired_for = (event or {}).get("try_number")
-    current = getattr(context.get("ti"), "try_number", None)
-    return isinstance(fired_for, int) and isinstance(current, int) and fired_for != current
+    current = try_number_of(context)
+    return isinstance(fired_for, int) and current is not None and fired_for != current
 
 
 def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) -> dict[str, Any]:

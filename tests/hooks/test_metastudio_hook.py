@@ -112,10 +112,21 @@ def make_config(extra=None, *, login=AK, password=SK, rate_limits=False):
     )
 
 
-def make_hook(extra=None, *, login=AK, password=SK, retry_limit=2, clock=fixed_clock, rate_limits=False):
+def make_hook(
+    extra=None,
+    *,
+    login=AK,
+    password=SK,
+    retry_limit=2,
+    throttle_retry_limit=None,
+    clock=fixed_clock,
+    rate_limits=False,
+):
     return MetaStudioHook(
         config=make_config(extra, login=login, password=password, rate_limits=rate_limits),
         retry_limit=retry_limit,
+        # The same as retry_limit unless a test is about 429s' own limit.
+        throttle_retry_limit=retry_limit if throttle_retry_limit is None else throttle_retry_limit,
         retry_delay=0,  # backoffs are 0; Retry-After waits are real values (and capped at 60 s)
         clock=clock,
     )

@@ -11,6 +11,7 @@ cost, and the triggerer and DAG parsing never need it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -24,6 +25,8 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -84,6 +87,9 @@ MAX_PAGE_SIZE = 100
 # a broken gateway, not data, and must not be loaded into a worker's memory.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = f"airflow-provider-metastudio/{__version__}"
+# test_connection(): (connect, read) seconds, and the bound of the whole test.
+TEST_TIMEOUT = (3.0, 4.0)
+TEST_BUDGET = 5.0
 
 
 class JobPage(NamedTuple):
@@ -251,12 +257,23 @@ def _transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError
             reason, urllib3.exceptions.NewConnectionError
         ):
             sent = False
-    what = "could not connect" if not sent else "connection failed after the request was sent"
+    parts = urlsplit(call.url)
+    where = f"{parts.hostname}:{_port(parts)}"
+    if isinstance(exc, (httpx.ConnectTimeout, requests.exceptions.ConnectTimeout)):
+        what = f"timed out connecting to {where}"
+    elif isinstance(exc, (httpx.ReadTimeout, requests.exceptions.ReadTimeout)):
+        what = f"timed out waiting for the answer of {where}"
+    elif not sent:
+        what = f"could not connect to {where}"
+    else:
+        what = f"connection failed after the request was sent to {where}"
     return MetaStudioConnectionError(
-        f"MetaStudio {call.name} failed: {what} to {httpx.URL(call.url).host} ({type(exc).__name__})",
-        sent=sent,
-        call=call.name,
+        f"MetaStudio {call.name} failed: {what} ({type(exc).__name__})", sent=sent, call=call.name
     )
+
+
+def _port(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _is_retryable(call: ApiCall, exc: BaseException) -> bool:
@@ -1152,9 +1169,32 @@ class MetaStudioHook(BaseHook):
             return size
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call (list, one job). Never raises."""
+        """One cheap authenticated call (list, one job), answered within :data:`TEST_BUDGET` seconds:
+        the UI's Test button must not hang on a wrong endpoint, so no retries and short timeouts.
+        Never raises."""
         try:
-            total = self.list_picture_modeling_jobs_page(offset=0, limit=1).total
+            cfg = self.config
+            probe = MetaStudioHook(
+                self.metastudio_conn_id, retry_limit=0, throttle_retry_limit=0, clock=self.clock
+            )
+            connect, read = TEST_TIMEOUT
+            probe.adopt_config(
+                dataclasses.replace(cfg, timeout=(min(cfg.timeout[0], connect), min(cfg.timeout[1], read)))
+            )
+            # A thread bounds the whole test, not each socket operation: the password flow makes two
+            # calls, and a server may trickle bytes. A late call ends on its own timeouts, unwatched.
+            pool = ThreadPoolExecutor(1, thread_name_prefix="metastudio-test")
+            try:
+                future = pool.submit(probe.list_picture_modeling_jobs_page, offset=0, limit=1)
+                total = future.result(timeout=TEST_BUDGET).total
+            finally:
+                pool.shutdown(wait=False)
+        except FuturesTimeout:
+            parts = urlsplit(self.config.endpoint)
+            return False, (
+                f"MetaStudio test timed out: no answer from {parts.hostname}:{_port(parts)} "
+                f"within {TEST_BUDGET:g} s"
+            )
         except MetaStudioError as e:
             return False, str(e)
         except Exception as e:  # the UI shows the message; no secret is part of it

@@ -236,14 +236,21 @@ def main(argv: list[str] | None = None) -> int:
                     "wall_s": time.monotonic() - began,
                 }
             )
-    print("| scenario | outcomes | API calls | 429s (details / list) | slowest process | wall |")
-    print("|---|---|---|---|---|---|")
+    lines = [
+        "| scenario | outcomes | API calls | 429s (details / list) | slowest process | wall |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         outcomes = ", ".join(f"{k}: {v}" for k, v in sorted(r["outcomes"].items()))
-        print(
+        lines.append(
             f"| {r['scenario']} | {outcomes} | {r['calls']} | {r['details_429']} / {r['list_429']} | "
             f"{r['slowest_s']:.1f} s | {r['wall_s']:.0f} s |"
         )
+    table = "\n".join(lines)
+    print(table)
+    name = "quota-quick" if args.quick else "quota"
+    (REPO / "benchmarks" / "results" / f"{name}.md").write_text(table + "\n")
+    (REPO / "benchmarks" / "results" / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
 

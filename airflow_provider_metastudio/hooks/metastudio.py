@@ -262,7 +262,7 @@ def _transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError
     if isinstance(exc, (httpx.ConnectTimeout, requests.exceptions.ConnectTimeout)):
         what = f"timed out connecting to {where}"
     elif isinstance(exc, (httpx.ReadTimeout, requests.exceptions.ReadTimeout)):
-        what = f"timed out waiting for the answer of {where}"
+        what = f"timed out waiting for the answer after the request was sent to {where}"
     elif not sent:
         what = f"could not connect to {where}"
     else:

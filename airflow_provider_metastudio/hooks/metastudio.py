@@ -1181,12 +1181,18 @@ class MetaStudioHook(BaseHook):
             probe.adopt_config(
                 dataclasses.replace(cfg, timeout=(min(cfg.timeout[0], connect), min(cfg.timeout[1], read)))
             )
+
             # A thread bounds the whole test, not each socket operation: the password flow makes two
             # calls, and a server may trickle bytes. A late call ends on its own timeouts, unwatched.
+            def list_one() -> JobPage:
+                try:
+                    return probe.list_picture_modeling_jobs_page(offset=0, limit=1)
+                finally:
+                    probe.close()
+
             pool = ThreadPoolExecutor(1, thread_name_prefix="metastudio-test")
             try:
-                future = pool.submit(probe.list_picture_modeling_jobs_page, offset=0, limit=1)
-                total = future.result(timeout=TEST_BUDGET).total
+                total = pool.submit(list_one).result(timeout=TEST_BUDGET).total
             finally:
                 pool.shutdown(wait=False)
         except FuturesTimeout:

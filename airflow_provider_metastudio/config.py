@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from airflow_provider_metastudio.exceptions import MetaStudioConfigError, MetaStudioValidationError
 from airflow_provider_metastudio.ratelimit import parse_rate_limits
@@ -62,6 +62,19 @@ def _as_timeout(value: Any) -> tuple[float, float]:
     return timeout
 
 
+def _proxy(value: Any) -> str:
+    """An http(s) proxy URL. It may hold credentials, so errors never quote it."""
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
+        raise MetaStudioValidationError("proxy", "must be an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise MetaStudioValidationError("proxy", "has an invalid port") from None
+    return text
+
+
 def _endpoint(value: str, field_name: str) -> str:
     url = validate_http_url(value, field_name)
     parts = urlsplit(url)
@@ -94,11 +107,18 @@ class MetaStudioConnectionConfig:
     verify: bool | str = True
     timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
     rate_limits: dict[str, float] | None = None
+    # Used for every call of the connection, before HTTP(S)_PROXY; may carry user:password.
+    proxy: str | None = field(default=None, repr=False)
 
     @property
     def secrets(self) -> list[str]:
         """Values that must be registered with the secrets masker."""
-        return [s for s in (self.sk, self.security_token, self.token, self.password) if s]
+        proxy_secrets: list[str | None] = []
+        if self.proxy:
+            parts = urlsplit(self.proxy)
+            if parts.password:  # the whole URL too: its user name is no secret on its own
+                proxy_secrets = [self.proxy, parts.password, unquote(parts.password)]
+        return [s for s in (self.sk, self.security_token, self.token, self.password, *proxy_secrets) if s]
 
     @classmethod
     def from_connection(cls, conn: Any) -> MetaStudioConnectionConfig:
@@ -131,6 +151,7 @@ class MetaStudioConnectionConfig:
             "app_user_id": validate_app_user_id(extra["app_user_id"]) if "app_user_id" in extra else None,
             "verify": _as_bool_or_path(extra.get("verify")),
             "timeout": _as_timeout(extra.get("timeout")),
+            "proxy": _proxy(extra["proxy"]) if "proxy" in extra else None,
         }
         try:
             kwargs["rate_limits"] = parse_rate_limits(extra.get("rate_limits"))

@@ -11,27 +11,33 @@ cost, and the triggerer and DAG parsing never need it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import random
 import re
 import ssl
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 import tenacity
 
-from airflow_provider_metastudio import __version__
+from airflow_provider_metastudio import __version__, logfilter
 from airflow_provider_metastudio._compat import BaseHook, aget_connection, amask_secret, mask_secret
 from airflow_provider_metastudio.auth import (
     AkSkSigner,
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger(__name__)
+logfilter.install()  # the HTTP libraries this module drives log request URLs, signed ones too
 
 API_PREFIX = "/v1/{project_id}/digital-human/stylized"
 SORT_KEYS = ("create_time", "update_time", "asset_order")
@@ -80,6 +87,9 @@ MAX_PAGE_SIZE = 100
 # a broken gateway, not data, and must not be loaded into a worker's memory.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = f"airflow-provider-metastudio/{__version__}"
+# test_connection(): (connect, read) seconds, and the bound of the whole test.
+TEST_TIMEOUT = (3.0, 4.0)
+TEST_BUDGET = 5.0
 
 
 class JobPage(NamedTuple):
@@ -247,12 +257,23 @@ def _transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError
             reason, urllib3.exceptions.NewConnectionError
         ):
             sent = False
-    what = "could not connect" if not sent else "connection failed after the request was sent"
+    parts = urlsplit(call.url)
+    where = f"{parts.hostname}:{_port(parts)}"
+    if isinstance(exc, (httpx.ConnectTimeout, requests.exceptions.ConnectTimeout)):
+        what = f"timed out connecting to {where}"
+    elif isinstance(exc, (httpx.ReadTimeout, requests.exceptions.ReadTimeout)):
+        what = f"timed out waiting for the answer after the request was sent to {where}"
+    elif not sent:
+        what = f"could not connect to {where}"
+    else:
+        what = f"connection failed after the request was sent to {where}"
     return MetaStudioConnectionError(
-        f"MetaStudio {call.name} failed: {what} to {httpx.URL(call.url).host} ({type(exc).__name__})",
-        sent=sent,
-        call=call.name,
+        f"MetaStudio {call.name} failed: {what} ({type(exc).__name__})", sent=sent, call=call.name
     )
+
+
+def _port(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _is_retryable(call: ApiCall, exc: BaseException) -> bool:
@@ -268,6 +289,39 @@ def _is_retryable(call: ApiCall, exc: BaseException) -> bool:
     return isinstance(exc, (MetaStudioServerError, MetaStudioInvalidResponseError))
 
 
+class _Route(NamedTuple):
+    """How a URL is reached: through which proxy (None: directly) and with which TLS verification."""
+
+    proxy: str | None
+    verify: bool | str
+
+
+def _environment_proxy(parts: SplitResult) -> str | None:
+    """The ``HTTP(S)_PROXY``/``ALL_PROXY`` variable for this scheme, unless ``NO_PROXY`` names the
+    host (a domain suffix, ``host:port``, ``*``, or an IP network such as ``10.0.0.0/8``)."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    no_proxy = proxies.get("no", "")
+    host = parts.hostname or ""
+    # The matcher urllib.request.getproxies() users rely on; undocumented, hence not in typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if bypass(parts.netloc.rpartition("@")[2], proxies):
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return proxy
+    for entry in (e.strip() for e in no_proxy.split(",")):
+        try:
+            if "/" in entry and address in ipaddress.ip_network(entry, strict=False):
+                return None
+        except ValueError:
+            continue
+    return proxy
+
+
 # Tokens from the IAM password flow, per credentials, shared by all hooks of the process.
 _TOKEN_CACHE: dict[str, tuple[str, datetime, datetime]] = {}
 _TOKEN_LOCK = threading.Lock()
@@ -277,7 +331,10 @@ class MetaStudioHook(BaseHook):
     """Interact with Huawei Cloud MetaStudio stylized picture modeling.
 
     :param metastudio_conn_id: the ``metastudio`` connection (AK/SK, token or IAM password).
-    :param retry_limit: how many times a retryable failure is retried.
+    :param retry_limit: how many times a retryable failure other than 429 is retried.
+    :param throttle_retry_limit: how many times a 429 is retried. Separate and larger than
+        ``retry_limit``: processes that do not share a rate limiter (workers, several triggerers)
+        collide on the tenant's quota, and each must keep its turn in the queue rather than fail.
     :param retry_delay: base of the exponential backoff, in seconds.
     :param retry_max_delay: cap of one backoff, in seconds.
     :param config: settings to use instead of looking a connection up (emulator, benchmarks).
@@ -296,6 +353,7 @@ class MetaStudioHook(BaseHook):
         metastudio_conn_id: str = default_conn_name,
         *,
         retry_limit: int = 5,
+        throttle_retry_limit: int = 12,
         retry_delay: float = 1.0,
         retry_max_delay: float = 60.0,
         config: MetaStudioConnectionConfig | None = None,
@@ -307,12 +365,13 @@ class MetaStudioHook(BaseHook):
         self.retry_log_level = retry_log_level
         self.metastudio_conn_id = metastudio_conn_id
         self.retry_limit = retry_limit
+        self.throttle_retry_limit = throttle_retry_limit
         self.retry_delay = retry_delay
         self.retry_max_delay = retry_max_delay
         self.clock = clock
         if config is not None:
             self._set_config(config)
-        self._aclient: httpx.AsyncClient | None = None
+        self._aclients: dict[_Route, httpx.AsyncClient] = {}
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -407,36 +466,46 @@ class MetaStudioHook(BaseHook):
             self.__dict__["_session"] = session
         return self.__dict__["_session"]
 
-    def _async_client(self) -> httpx.AsyncClient:
+    def _async_client(self, url: str) -> httpx.AsyncClient:
+        """The keep-alive client for ``url``'s route (proxy and TLS settings): one per route, as a
+        client's proxy is fixed when it is built; most hooks have one route."""
         # An AsyncClient belongs to the event loop that created it; dag.test() runs every trigger in
-        # its own asyncio.run(), so a client from a previous loop is replaced, not reused.
+        # its own asyncio.run(), so clients from a previous loop are replaced, not reused.
         loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aclient_loop is not loop or self._aclient.is_closed:
+        if self._aclient_loop is not loop:
+            self._aclients, self._aclient_loop = {}, loop
+        route = self._route(url)
+        client = self._aclients.get(route)
+        if client is None or client.is_closed:
             cfg = self.config
             verify: bool | ssl.SSLContext = (
-                cfg.verify if isinstance(cfg.verify, bool) else ssl.create_default_context(cafile=cfg.verify)
+                route.verify
+                if isinstance(route.verify, bool)
+                else ssl.create_default_context(cafile=route.verify)
             )
-            self._aclient = httpx.AsyncClient(
+            # trust_env=False: the route already applied the environment, with the connection's
+            # verify and proxy first; httpx's own reading would let SSL_CERT_FILE override them.
+            client = self._aclients[route] = httpx.AsyncClient(
                 headers={"User-Agent": USER_AGENT},
                 verify=verify,
+                proxy=route.proxy,
                 timeout=httpx.Timeout(cfg.timeout[1], connect=cfg.timeout[0]),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
                 trust_env=False,
             )
-            self._aclient_loop = loop
-        return self._aclient
+        return client
 
     async def aclose(self) -> None:
-        """Close the async client (triggers call this when they finish)."""
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        """Close the async clients (triggers call this when they finish)."""
+        clients, self._aclients = list(self._aclients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     def close(self) -> None:
         session = self.__dict__.pop("_session", None)
         if session is not None:
             session.close()
-        self.__dict__.pop("_environment_by_host", None)
+        self.__dict__.pop("_routes", None)
 
     # -- building calls -------------------------------------------------------------------------
 
@@ -585,12 +654,15 @@ class MetaStudioHook(BaseHook):
     def _retrying_kwargs(self, call: ApiCall) -> dict[str, Any]:
         """tenacity settings shared by the sync and async loops."""
         refreshed = False
+        throttled = 0  # 429s so far: they have their own limit, other failures count the rest
 
         def retry(state: tenacity.RetryCallState) -> bool:
-            nonlocal refreshed
+            nonlocal refreshed, throttled
             exc = state.outcome.exception() if state.outcome else None
             if exc is None:
                 return False
+            if isinstance(exc, MetaStudioThrottledError):
+                throttled += 1  # counted here: tenacity asks retry, then wait, then stop
             if isinstance(exc, MetaStudioError) and exc.call == "iam" and call.name != "iam":
                 # The token request already had its retries; IAM locks accounts after failed logins.
                 return False
@@ -611,29 +683,43 @@ class MetaStudioHook(BaseHook):
             if isinstance(exc, MetaStudioAuthError):
                 return 0.0
             if isinstance(exc, MetaStudioThrottledError) and exc.retry_after is not None:
-                # Capped: a gateway answering "in an hour" must not hold a worker slot for an hour.
-                delay = min(exc.retry_after, self.retry_max_delay)
                 limiter = self._limiter(call)
-                if limiter is not None:
-                    limiter.backoff(delay)  # every caller of this tenant holds back
-                return delay
+                if limiter is not None:  # every caller of this tenant in this process holds back
+                    limiter.backoff(min(exc.retry_after, self.retry_max_delay))
+                # Full jitter on top of Retry-After: processes throttled in the same second (the
+                # gateway tells them all the same time) would otherwise come back in lockstep and
+                # collide again. Capped: a gateway answering "in an hour" must not hold a worker
+                # slot for an hour.
+                spread = min(self.retry_delay * 2 ** (throttled - 1), self.retry_max_delay)
+                return min(exc.retry_after + random.uniform(0.0, spread), self.retry_max_delay)
             return float(self._backoff(state))
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, MetaStudioThrottledError):
+                return throttled > self.throttle_retry_limit
+            return state.attempt_number - throttled > self.retry_limit
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            # The most attempts if failures of this kind go on (429s and others have own limits).
+            if isinstance(exc, MetaStudioThrottledError):
+                most = self.throttle_retry_limit + state.attempt_number - throttled + 1
+            else:
+                most = self.retry_limit + throttled + 1
             log.log(
                 self.retry_log_level,
                 "%s; retrying in %.1fs (attempt %d of %d)",
                 exc,
                 state.next_action.sleep if state.next_action else 0.0,
                 state.attempt_number + 1,
-                self.retry_limit + 1,
+                most,
             )
 
         return {
             "retry": retry,
             "wait": wait,
-            "stop": tenacity.stop_after_attempt(self.retry_limit + 1),
+            "stop": stop,
             "before_sleep": before_sleep,
             "reraise": True,
         }
@@ -702,18 +788,36 @@ class MetaStudioHook(BaseHook):
             raise _transport_error(call, e) from None
 
     def _environment(self, url: str) -> dict[str, Any]:
-        """``proxies``, ``verify`` and ``cert`` for ``url`` as ``Session.request()`` would merge them
-        (``HTTPS_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, the connection's ``verify``), once per
-        scheme and host for the hook's life."""
-        cache: dict[tuple[str, str], dict[str, Any]] = self.__dict__.setdefault("_environment_by_host", {})
-        key = urlsplit(url)[:2]
-        if key not in cache:
-            # The connection's verify goes in explicitly: merged from the session instead, a
-            # REQUESTS_CA_BUNDLE variable would silently turn verify=False back on (psf/requests#3829).
-            verify = self.config.verify
-            merged = self.get_conn().merge_environment_settings(url, {}, None, verify, None)
-            cache[key] = {"proxies": merged["proxies"], "verify": merged["verify"], "cert": merged["cert"]}
-        return cache[key]
+        """``proxies``, ``verify`` and ``cert`` for ``Session.send()`` from :meth:`_route`."""
+        route = self._route(url)
+        proxies = {urlsplit(url).scheme: route.proxy} if route.proxy else {}
+        return {"proxies": proxies, "verify": route.verify, "cert": None}
+
+    def _route(self, url: str) -> _Route:
+        """Proxy and TLS verification for ``url``, the same for both transports, once per scheme and
+        host for the hook's life (reading the environment costs about half a millisecond a call).
+
+        The connection decides first: its ``proxy`` extra is used for every call, and its ``verify``
+        (false, or a CA bundle path) is never overridden. Otherwise ``HTTP(S)_PROXY``/``ALL_PROXY``
+        unless ``NO_PROXY`` matches the host, and ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or
+        ``SSL_CERT_FILE`` for the CA bundle, as ``requests`` and ``httpx`` read them."""
+        routes: dict[tuple[str, str], _Route] = self.__dict__.setdefault("_routes", {})
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in routes:
+            cfg = self.config
+            verify: bool | str = cfg.verify
+            if verify is True:
+                # Not merged from the session: psf/requests#3829 turns verify=False back on that way.
+                env = os.environ
+                verify = (
+                    env.get("REQUESTS_CA_BUNDLE")
+                    or env.get("CURL_CA_BUNDLE")
+                    or env.get("SSL_CERT_FILE")
+                    or True
+                )
+            routes[key] = _Route(cfg.proxy or _environment_proxy(parts), verify)
+        return routes[key]
 
     async def _asend(self, call: ApiCall) -> ApiResponse:
         await self.aget_config()
@@ -723,7 +827,7 @@ class MetaStudioHook(BaseHook):
         token = await self._aget_token() if call.authenticated else None
         auth = HttpxAkSkAuth(self.signer) if call.authenticated and self.signer else None
         try:
-            async with self._async_client().stream(
+            async with self._async_client(call.url).stream(
                 call.method, call.url, content=call.body, headers=self._headers(call, token), auth=auth
             ) as resp:
                 body = bytearray()
@@ -1024,11 +1128,19 @@ class MetaStudioHook(BaseHook):
         :param cover_url: the job's ``model_cover_url``.
         :param out: a binary file object (a local file or an ``ObjectStoragePath`` opened ``wb``).
         """
-        call = ApiCall("cover", "GET", validate_http_url(cover_url, "model_cover_url"), authenticated=False)
+        call = self._signed_url_call("cover", cover_url, "model_cover_url")
         for attempt in tenacity.Retrying(**self._retrying_kwargs(call)):
             with attempt:
                 return self._download_once(call, out)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _signed_url_call(self, name: str, url: str, field_name: str) -> ApiCall:
+        """An unauthenticated GET of a pre-signed URL (covers; asset files later). Its signature is
+        registered with the secrets masker before anything can log it: the URL is a credential."""
+        url = validate_http_url(url, field_name)
+        for signature in logfilter.url_signatures(url):
+            mask_secret(signature)
+        return ApiCall(name, "GET", url, authenticated=False)
 
     def _download_once(self, call: ApiCall, out: IO[bytes]) -> int:
         with self._open(call, None) as resp:
@@ -1057,9 +1169,38 @@ class MetaStudioHook(BaseHook):
             return size
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call (list, one job). Never raises."""
+        """One cheap authenticated call (list, one job), answered within :data:`TEST_BUDGET` seconds:
+        the UI's Test button must not hang on a wrong endpoint, so no retries and short timeouts.
+        Never raises."""
         try:
-            total = self.list_picture_modeling_jobs_page(offset=0, limit=1).total
+            cfg = self.config
+            probe = MetaStudioHook(
+                self.metastudio_conn_id, retry_limit=0, throttle_retry_limit=0, clock=self.clock
+            )
+            connect, read = TEST_TIMEOUT
+            probe.adopt_config(
+                dataclasses.replace(cfg, timeout=(min(cfg.timeout[0], connect), min(cfg.timeout[1], read)))
+            )
+
+            # A thread bounds the whole test, not each socket operation: the password flow makes two
+            # calls, and a server may trickle bytes. A late call ends on its own timeouts, unwatched.
+            def list_one() -> JobPage:
+                try:
+                    return probe.list_picture_modeling_jobs_page(offset=0, limit=1)
+                finally:
+                    probe.close()
+
+            pool = ThreadPoolExecutor(1, thread_name_prefix="metastudio-test")
+            try:
+                total = pool.submit(list_one).result(timeout=TEST_BUDGET).total
+            finally:
+                pool.shutdown(wait=False)
+        except FuturesTimeout:
+            parts = urlsplit(self.config.endpoint)
+            return False, (
+                f"MetaStudio test timed out: no answer from {parts.hostname}:{_port(parts)} "
+                f"within {TEST_BUDGET:g} s"
+            )
         except MetaStudioError as e:
             return False, str(e)
         except Exception as e:  # the UI shows the message; no secret is part of it

@@ -197,7 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.track(self.connection, False)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - " + format, self.address_string(), *args)
+        # The request line of a cover download holds a signed URL: redacted like the client's logs.
+        from airflow_provider_metastudio.models import redact_url
+
+        log.debug("%s - %s", self.address_string(), redact_url(format % args))
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors (bad request line, unsupported method, header too long) in the

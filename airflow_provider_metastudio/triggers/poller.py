@@ -87,6 +87,9 @@ CONFIRM_PAGES_PER_ROUND = 10
 # The hook inside the poller retries little: the poller's own backoff keeps waiting far longer, and
 # logs an outage once instead of a warning per retry.
 POLLER_RETRY_LIMIT = 2
+# 429s get more patience: with several triggerers on one tenant, the quota is shared by processes
+# that do not know about each other; a 429 is a turn in the queue, not an outage to log.
+POLLER_THROTTLE_RETRY_LIMIT = 6
 
 
 @dataclass(frozen=True)
@@ -537,7 +540,12 @@ def tenant_key(config: MetaStudioConnectionConfig) -> tuple[str, ...]:
 
 
 def _poller_hook(conn_id: str, config: MetaStudioConnectionConfig) -> MetaStudioHook:
-    hook = MetaStudioHook(conn_id, retry_limit=POLLER_RETRY_LIMIT, retry_log_level=logging.DEBUG)
+    hook = MetaStudioHook(
+        conn_id,
+        retry_limit=POLLER_RETRY_LIMIT,
+        throttle_retry_limit=POLLER_THROTTLE_RETRY_LIMIT,
+        retry_log_level=logging.DEBUG,
+    )
     hook.adopt_config(config)  # already masked by the lookup
     return hook
 

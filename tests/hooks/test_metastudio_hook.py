@@ -112,10 +112,21 @@ def make_config(extra=None, *, login=AK, password=SK, rate_limits=False):
     )
 
 
-def make_hook(extra=None, *, login=AK, password=SK, retry_limit=2, clock=fixed_clock, rate_limits=False):
+def make_hook(
+    extra=None,
+    *,
+    login=AK,
+    password=SK,
+    retry_limit=2,
+    throttle_retry_limit=None,
+    clock=fixed_clock,
+    rate_limits=False,
+):
     return MetaStudioHook(
         config=make_config(extra, login=login, password=password, rate_limits=rate_limits),
         retry_limit=retry_limit,
+        # The same as retry_limit unless a test is about 429s' own limit.
+        throttle_retry_limit=retry_limit if throttle_retry_limit is None else throttle_retry_limit,
         retry_delay=0,  # backoffs are 0; Retry-After waits are real values (and capped at 60 s)
         clock=clock,
     )
@@ -1373,6 +1384,30 @@ def test_retry_after_is_capped_at_the_hooks_max_delay(requests_mock, sleeps):
     hook.retry_max_delay = 45.0
     hook.get_picture_modeling_job(JOB_ID)
     assert sleeps == [45.0]
+
+
+def test_429s_have_their_own_limit_and_full_jitter_over_retry_after(requests_mock, sleeps, monkeypatch):
+    # Processes throttled in the same second all read the same Retry-After: without jitter they come
+    # back together and collide again. Each wait is Retry-After + uniform(0, retry_delay * 2^(n-1)).
+    uniform = mock.Mock(side_effect=lambda low, high: high)  # the top of each range
+    monkeypatch.setattr(hook_module.random, "uniform", uniform)
+    throttled = error(429, "APIGW.0308", "throttled", headers={"Retry-After": "1"})
+    requests_mock.get(SHOW_URL, [throttled] * 12 + [ok()])
+    hook = MetaStudioHook(
+        config=make_config(), retry_limit=2, throttle_retry_limit=12, retry_delay=0.5, retry_max_delay=10.0
+    )
+    hook.get_picture_modeling_job(JOB_ID)  # 12 429s pass although retry_limit is 2
+    assert requests_mock.call_count == 13
+    assert [c.args for c in uniform.call_args_list][:3] == [(0.0, 0.5), (0.0, 1.0), (0.0, 2.0)]
+    assert sleeps == [1.5, 2.0, 3.0, 5.0, 9.0] + [10.0] * 7  # capped at retry_max_delay
+    # One more 429 than the limit fails; other failures still count against retry_limit only.
+    requests_mock.get(SHOW_URL, [throttled] * 13 + [ok()])
+    with pytest.raises(MetaStudioThrottledError):
+        hook.get_picture_modeling_job(JOB_ID)
+    requests_mock.get(SHOW_URL, [throttled] * 5 + [error(500, "MSS.00000004", "boom")] * 3 + [ok()])
+    with pytest.raises(MetaStudioServerError):
+        hook.get_picture_modeling_job(JOB_ID)
+    assert requests_mock.call_count == 13 + 13 + 8  # 5 429s, then 1 + 2 retries of the 500
 
 
 def test_retry_after_as_http_date_is_honoured(requests_mock, sleeps):

@@ -1440,7 +1440,7 @@ def hook(emu: MetaStudioEmulator) -> Iterator[Any]:
     config = MetaStudioConnectionConfig.from_parts(
         login=emu.ak, password=emu.sk, extra={**emu.connection_extra(), "rate_limits": False}
     )
-    client = MetaStudioHook(config=config, retry_limit=0)
+    client = MetaStudioHook(config=config, retry_limit=0, throttle_retry_limit=0)
     yield client
     client.close()
 

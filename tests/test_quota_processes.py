@@ -5,10 +5,16 @@ against one emulator with the documented quotas: 1 details and 1 list call per s
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# Minutes of real processes: once per matrix, on the newest Airflow (with the full-stack test).
+pytestmark = pytest.mark.skipif(
+    os.environ.get("METASTUDIO_FULLSTACK", "1") == "0", reason="runs once per matrix, on the newest Airflow"
+)
 
 _spec = importlib.util.spec_from_file_location(
     "bench_quota", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_quota.py"

@@ -103,6 +103,15 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Huawei Cloud MetaStudio stylized picture modeling: create 3D digital-human "
         "models from photos, wait for them and fetch their assets.",
         "versions": [__version__],
+        # The shape ASF providers carry (provider.yaml's "integrations"); guides live in docs/.
+        "integrations": [
+            {
+                "integration-name": "Huawei Cloud MetaStudio",
+                "external-doc-url": "https://support.huaweicloud.com/intl/en-us/metastudio/index.html",
+                "how-to-guide": ["/docs/connections.md", "/docs/operators.md"],
+                "tags": ["service"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "metastudio",

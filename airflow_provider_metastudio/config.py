@@ -68,6 +68,10 @@ def _endpoint(value: str, field_name: str) -> str:
     parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise MetaStudioValidationError(field_name, "must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018  (urlsplit checks the port only when asked)
+    except ValueError:
+        raise MetaStudioValidationError(field_name, "has a port out of range") from None
     return url.rstrip("/")
 
 

@@ -112,6 +112,7 @@ DESTINATION_ERRORS = {
     "port without host": ({}, {"port": 18080}, "host"),
     "port twice": ({}, {"host": "127.0.0.1:9", "port": 10, "schema": "http"}, "port"),
     "port out of range": ({}, {"host": "127.0.0.1", "port": 70000, "schema": "http"}, "port"),
+    "port in host out of range": ({}, {"host": "http://127.0.0.1:70000"}, "host"),
     "host with a path": ({}, {"host": "https://metastudio.corp.example/x"}, "host"),
     "host with userinfo": ({}, {"host": "https://u@metastudio.corp.example"}, "host"),
     "iam endpoint elsewhere": (

@@ -1800,7 +1800,8 @@ def test_ui_field_behaviour_matches_the_provider_info():
     assert behaviour["hidden_fields"] == registered["hidden-fields"] == UI_FIELD_BEHAVIOUR["hidden-fields"]
     assert behaviour["relabeling"] == registered["relabeling"]
     assert behaviour["placeholders"] == registered["placeholders"]
-    assert {"host", "port", "schema"} <= set(behaviour["hidden_fields"])
+    # Host/Port/Schema are the destination (stored secrets go only there): the form must show them.
+    assert not {"host", "port", "schema"} & set(behaviour["hidden_fields"])
     assert "login" in behaviour["relabeling"] and "password" in behaviour["relabeling"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -80,14 +81,122 @@ def _endpoint(value: str, field_name: str) -> str:
     parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise MetaStudioValidationError(field_name, "must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018  (urlsplit checks the port only when asked)
+    except ValueError:
+        raise MetaStudioValidationError(field_name, "has a port out of range") from None
     return url.rstrip("/")
+
+
+# Where secrets may go. Airflow 3's connection test (POST /api/v2/connections/test) re-uses a stored
+# connection's password and secret extras ("***" in the request) as long as the request keeps the
+# stored *host* and *port*; every other field, extras included, is the caller's choice. So a
+# destination read from extras would let anyone allowed to test connections send the stored SK,
+# token or password to a server of their own. The destination therefore lives in host/port/schema,
+# which Airflow guards; extras may only name Huawei Cloud's own hosts or repeat the host's origin.
+HUAWEI_CLOUD_DOMAIN = "myhuaweicloud.com"
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def _is_huawei_cloud(url: str) -> bool:
+    scheme, hostname, _ = _origin(url)
+    return scheme == "https" and hostname.endswith("." + HUAWEI_CLOUD_DOMAIN)
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint_from_host(host: str, port: Any, schema: str | None) -> str:
+    """The service base URL from the connection's Host (optionally ``scheme://host:port``), Port and
+    Schema (the URL scheme, ``https`` by default, as Airflow's HTTP connection uses it)."""
+    text = host.strip()
+    scheme = (schema or "").strip().lower()
+    if "://" in text:
+        in_host = urlsplit(text).scheme.lower()
+        if scheme and scheme != in_host:
+            raise MetaStudioValidationError("schema", f"{scheme!r} disagrees with the scheme in Host")
+        url = text
+    else:
+        if text.count(":") > 1 and not text.startswith("["):  # a bare IPv6 address
+            text = f"[{text}]"
+        url = f"{scheme or 'https'}://{text}"
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise MetaStudioValidationError("schema", "must be https (or http for a loopback host)")
+    url = _endpoint(url, "host")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.path not in ("", "/"):
+        raise MetaStudioValidationError("host", "must be a host name or scheme://host:port, nothing more")
+    if port not in (None, ""):
+        try:
+            port_number = int(port)
+        except (TypeError, ValueError):
+            raise MetaStudioValidationError("port", "must be a number") from None
+        if not 0 < port_number < 65536 or parts.port is not None:
+            raise MetaStudioValidationError("port", "must be 1-65535, and not also in Host")
+        url = f"{parts.scheme}://{parts.netloc}:{port_number}"
+    scheme, hostname, _ = _origin(url)
+    if scheme == "http" and not _is_loopback(hostname):
+        # Tokens and passwords would cross the network in clear; a stored https connection could
+        # be tested as http against its own host.
+        raise MetaStudioValidationError("schema", "http is allowed for loopback hosts only; use https")
+    return url
+
+
+def _service_endpoint(host: str | None, port: Any, schema: str | None, endpoint: Any, region: str) -> str:
+    if host and host.strip():
+        base = _endpoint_from_host(host, port, schema)
+        if not endpoint:
+            return base
+        url = _endpoint(str(endpoint), "endpoint")
+        if _origin(url) != _origin(base):
+            raise MetaStudioValidationError(
+                "endpoint", "disagrees with the connection's Host/Port/Schema; leave it empty"
+            )
+        return url  # it may add a path prefix to the same server
+    if port not in (None, "") or (schema or "").strip():
+        raise MetaStudioValidationError("host", "is required when Port or Schema is set")
+    if not endpoint:
+        return f"https://metastudio.{region}.myhuaweicloud.com"
+    url = _endpoint(str(endpoint), "endpoint")
+    if not _is_huawei_cloud(url):
+        raise MetaStudioValidationError(
+            "endpoint",
+            f"an endpoint outside https://*.{HUAWEI_CLOUD_DOMAIN} goes in the connection's Host "
+            "(and Port, Schema), not in the extras (stored secrets only go where Host says)",
+        )
+    return url
+
+
+def _iam_endpoint(value: Any, service: str, region: str) -> str:
+    if not value:
+        return f"https://iam.{region}.myhuaweicloud.com"
+    url = _endpoint(str(value), "iam_endpoint")
+    if not (_is_huawei_cloud(url) or _origin(url) == _origin(service)):
+        raise MetaStudioValidationError(
+            "iam_endpoint",
+            f"must be https://*.{HUAWEI_CLOUD_DOMAIN} or the scheme, host and port of the service "
+            "endpoint (the IAM password only goes where the connection's Host says)",
+        )
+    return url
 
 
 @dataclass(frozen=True)
 class MetaStudioConnectionConfig:
     """Everything the hook needs from a connection. Secrets are excluded from ``repr``.
 
-    :param endpoint: service base URL, ``https://metastudio.{region}.myhuaweicloud.com`` by default.
+    :param endpoint: service base URL: the connection's Host (Port, Schema), else
+        ``https://metastudio.{region}.myhuaweicloud.com``.
     :param iam_endpoint: IAM base URL for the password flow.
     """
 
@@ -124,12 +233,27 @@ class MetaStudioConnectionConfig:
     def from_connection(cls, conn: Any) -> MetaStudioConnectionConfig:
         """Build from an Airflow ``Connection`` (URI, JSON or UI form alike)."""
         extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else json.loads(conn.extra or "{}")
-        return cls.from_parts(login=conn.login, password=conn.password, extra=extra)
+        return cls.from_parts(
+            login=conn.login,
+            password=conn.password,
+            extra=extra,
+            host=getattr(conn, "host", None),
+            port=getattr(conn, "port", None),
+            schema=getattr(conn, "schema", None),
+        )
 
     @classmethod
     def from_parts(
-        cls, *, login: str | None, password: str | None, extra: dict[str, Any]
+        cls,
+        *,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+        host: str | None = None,
+        port: Any = None,
+        schema: str | None = None,
     ) -> MetaStudioConnectionConfig:
+        """Build from the connection's fields; ``host``/``port``/``schema`` name the service endpoint."""
         extra = {k: v for k, v in (extra or {}).items() if v not in (None, "")}
         auth_type = str(extra.get("auth_type", "aksk")).strip().lower()
         if auth_type not in AUTH_TYPES:
@@ -140,9 +264,7 @@ class MetaStudioConnectionConfig:
             raise MetaStudioValidationError("project_id", "is required in the connection's extras")
         project_id = validate_project_id(str(extra["project_id"]).strip())
         region = validate_region(str(extra.get("region", DEFAULT_REGION)).strip())
-        endpoint = _endpoint(
-            str(extra.get("endpoint") or f"https://metastudio.{region}.myhuaweicloud.com"), "endpoint"
-        )
+        endpoint = _service_endpoint(host, port, schema, extra.get("endpoint"), region)
         kwargs: dict[str, Any] = {
             "project_id": project_id,
             "endpoint": endpoint,
@@ -183,9 +305,6 @@ class MetaStudioConnectionConfig:
                 user=login,
                 password=password,
                 domain=str(extra["domain"]),
-                iam_endpoint=_endpoint(
-                    str(extra.get("iam_endpoint") or f"https://iam.{region}.myhuaweicloud.com"),
-                    "iam_endpoint",
-                ),
+                iam_endpoint=_iam_endpoint(extra.get("iam_endpoint"), endpoint, region),
             )
         return cls(**kwargs)

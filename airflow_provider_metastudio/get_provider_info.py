@@ -12,12 +12,18 @@ from typing import Any
 from airflow_provider_metastudio import __version__
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["host", "port", "schema", "extra"],
+    # Host/Port/Schema hold the destination: Airflow re-uses stored secrets in a connection test
+    # only while host and port are unchanged (see config.py).
+    "hidden-fields": ["extra"],
     "relabeling": {
         "login": "AK (access key id) / IAM user",
         "password": "SK (secret key) / IAM password / token",
+        "schema": "Scheme",
     },
     "placeholders": {
+        "host": "empty: metastudio.{region}.myhuaweicloud.com; or a private host, 127.0.0.1",
+        "port": "empty: the scheme's port",
+        "schema": "https (default); http for loopback hosts only",
         "login": "HPUAXXXXXXXXXXXXXXXX (empty: use CLOUD_SDK_AK)",
         "password": "secret access key (empty: use CLOUD_SDK_SK)",
     },
@@ -35,8 +41,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "schema": {"type": ["string", "null"], "default": "cn-north-4"},
     },
     "endpoint": {
-        "label": "Endpoint override",
-        "description": "Full base URL (scheme, host, port) for private deployments or the local emulator.",
+        "label": "Endpoint override (legacy)",
+        "description": "Put private hosts and the emulator in Host/Port/Scheme. This is only honoured "
+        "on https://*.myhuaweicloud.com, or when it agrees with Host (it may add a path).",
         "schema": {"type": ["string", "null"], "format": "url"},
     },
     "auth_type": {
@@ -56,7 +63,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "iam_endpoint": {
         "label": "IAM endpoint",
-        "description": "For auth_type password. Default https://iam.{region}.myhuaweicloud.com.",
+        "description": "For auth_type password. Default https://iam.{region}.myhuaweicloud.com; "
+        "else an https://*.myhuaweicloud.com URL or the scheme, host and port of Host.",
         "schema": {"type": ["string", "null"], "format": "url"},
     },
     "security_token": {
@@ -95,6 +103,15 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Huawei Cloud MetaStudio stylized picture modeling: create 3D digital-human "
         "models from photos, wait for them and fetch their assets.",
         "versions": [__version__],
+        # The shape ASF providers carry (provider.yaml's "integrations"); guides live in docs/.
+        "integrations": [
+            {
+                "integration-name": "Huawei Cloud MetaStudio",
+                "external-doc-url": "https://support.huaweicloud.com/intl/en-us/metastudio/index.html",
+                "how-to-guide": ["/docs/connections.md", "/docs/operators.md"],
+                "tags": ["service"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "metastudio",

@@ -21,8 +21,14 @@ except ImportError:  # Airflow 2.11
     from airflow.models.param import Param  # type: ignore[no-redef]
 
 PARAMS = {
+    # No default: a run must name its job, and an empty or malformed id is refused at trigger time
+    # (the same rule the provider checks before any request).
     "job_id": Param(
-        "", type="string", description="Picture-modeling job id (from the MetaStudio console or API)"
+        type="string",
+        minLength=1,
+        maxLength=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="Picture-modeling job id (from the MetaStudio console or API)",
     ),
     "cover_dir": Param("/tmp/metastudio-covers", type="string"),
 }

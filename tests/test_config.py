@@ -22,9 +22,9 @@ EMULATOR = "http://127.0.0.1:18080"
 BASE_EXTRA = {"project_id": PROJECT_ID}
 
 
-def from_parts(extra=None, login=AK, password=SK):
+def from_parts(extra=None, login=AK, password=SK, **destination):
     return MetaStudioConnectionConfig.from_parts(
-        login=login, password=password, extra={**BASE_EXTRA, **(extra or {})}
+        login=login, password=password, extra={**BASE_EXTRA, **(extra or {})}, **destination
     )
 
 
@@ -52,8 +52,90 @@ def test_region_builds_the_endpoint():
     assert cfg.endpoint == "https://metastudio.cn-east-3.myhuaweicloud.com"
 
 
-def test_endpoint_override_wins_and_loses_its_trailing_slash():
-    assert from_parts({"region": "cn-east-3", "endpoint": EMULATOR + "/"}).endpoint == EMULATOR
+def test_host_wins_over_the_region():
+    cfg = from_parts({"region": "cn-east-3"}, host="127.0.0.1", port=18080, schema="http")
+    assert cfg.endpoint == EMULATOR
+
+
+@pytest.mark.parametrize(
+    ("destination", "endpoint"),
+    [
+        ({"host": "metastudio.corp.example"}, "https://metastudio.corp.example"),
+        ({"host": "metastudio.corp.example", "port": 8443}, "https://metastudio.corp.example:8443"),
+        ({"host": "https://metastudio.corp.example:8443/"}, "https://metastudio.corp.example:8443"),
+        ({"host": "localhost", "port": "9", "schema": "HTTP"}, "http://localhost:9"),
+        ({"host": "::1", "port": 9, "schema": "http"}, "http://[::1]:9"),
+        ({"host": "http://127.0.0.1:18080", "schema": "http"}, EMULATOR),
+    ],
+)
+def test_host_port_and_schema_build_the_endpoint(destination, endpoint):
+    assert from_parts(**destination).endpoint == endpoint
+
+
+def test_endpoint_extra_agreeing_with_host_may_add_a_path():
+    cfg = from_parts({"endpoint": EMULATOR + "/gw/"}, host="127.0.0.1", port=18080, schema="http")
+    assert cfg.endpoint == EMULATOR + "/gw"
+
+
+def test_endpoint_extra_on_huawei_cloud_is_honoured_without_host():
+    url = "https://metastudio.cn-east-3.myhuaweicloud.com"
+    assert from_parts({"endpoint": url + "/"}).endpoint == url
+
+
+# Airflow 3's connection test re-uses a stored secret while host and port stay as stored; these
+# are the fields a tester may change freely, so none of them may move the secrets elsewhere.
+DESTINATION_ERRORS = {
+    "endpoint extra elsewhere, no host": ({"endpoint": EMULATOR}, {}, "endpoint"),
+    "endpoint extra on a look-alike domain": (
+        {"endpoint": "https://metastudio.myhuaweicloud.com.evil.example"},
+        {},
+        "endpoint",
+    ),
+    "endpoint extra http on huawei cloud": (
+        {"endpoint": "http://metastudio.cn-north-4.myhuaweicloud.com"},
+        {},
+        "endpoint",
+    ),
+    "endpoint extra disagrees with host": (
+        {"endpoint": "http://127.0.0.1:18081"},
+        {"host": "127.0.0.1", "port": 18080, "schema": "http"},
+        "endpoint",
+    ),
+    "endpoint extra changes the scheme": (
+        {"endpoint": "https://127.0.0.1:18080"},
+        {"host": "127.0.0.1", "port": 18080, "schema": "http"},
+        "endpoint",
+    ),
+    "http to a remote host": ({}, {"host": "metastudio.corp.example", "schema": "http"}, "schema"),
+    "schema disagrees with host": ({}, {"host": "https://127.0.0.1:9", "schema": "http"}, "schema"),
+    "ftp schema": ({}, {"host": "127.0.0.1", "schema": "ftp"}, "schema"),
+    "port without host": ({}, {"port": 18080}, "host"),
+    "port twice": ({}, {"host": "127.0.0.1:9", "port": 10, "schema": "http"}, "port"),
+    "port out of range": ({}, {"host": "127.0.0.1", "port": 70000, "schema": "http"}, "port"),
+    "port in host out of range": ({}, {"host": "http://127.0.0.1:70000"}, "host"),
+    "host with a path": ({}, {"host": "https://metastudio.corp.example/x"}, "host"),
+    "host with userinfo": ({}, {"host": "https://u@metastudio.corp.example"}, "host"),
+    "iam endpoint elsewhere": (
+        {"auth_type": "password", "domain": "acme", "iam_endpoint": "http://127.0.0.1:18081"},
+        {"host": "127.0.0.1", "port": 18080, "schema": "http"},
+        "iam_endpoint",
+    ),
+    "iam endpoint elsewhere, no host": (
+        {"auth_type": "password", "domain": "acme", "iam_endpoint": "https://iam.evil.example"},
+        {},
+        "iam_endpoint",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "destination", "field"), DESTINATION_ERRORS.values(), ids=list(DESTINATION_ERRORS)
+)
+def test_secrets_go_only_where_host_says(extra, destination, field):
+    with pytest.raises(MetaStudioValidationError) as exc:
+        from_parts(extra, **destination)
+    assert exc.value.field == field
+    assert SK not in str(exc.value)
 
 
 def test_empty_extras_count_as_missing():
@@ -93,15 +175,15 @@ def test_from_json_connection():
     assert cfg.verify is False
 
 
-def test_from_uri_connection_with_empty_host():
+def test_from_uri_connection_with_host_port_and_schema():
     uri = (
-        f"metastudio://{quote(AK, safe='')}:{quote(SK, safe='')}@/"
-        f"?project_id={PROJECT_ID}&endpoint={quote(EMULATOR, safe='')}"
+        f"metastudio://{quote(AK, safe='')}:{quote(SK, safe='')}@127.0.0.1:18080/http"
+        f"?project_id={PROJECT_ID}"
         "&rate_limits=false&verify=false&timeout=5"
         f"&app_user_id=user-001"
     )
     conn = Connection(conn_id="metastudio_default", uri=uri)
-    assert conn.host in ("", None)
+    assert (conn.host, conn.port, conn.schema) == ("127.0.0.1", 18080, "http")
     cfg = MetaStudioConnectionConfig.from_connection(conn)
     assert (cfg.ak, cfg.sk) == (AK, SK)  # '+', '/' and '=' survive the URI
     assert cfg.endpoint == EMULATOR
@@ -267,8 +349,20 @@ def test_password_auth_iam_endpoint_override():
         {"auth_type": "password", "domain": "acme", "iam_endpoint": "http://127.0.0.1:9/"},
         login="ops",
         password=IAM_PASSWORD,
+        host="127.0.0.1",
+        port=9,
+        schema="http",
     )
     assert cfg.iam_endpoint == "http://127.0.0.1:9"
+    huawei = from_parts(
+        {"auth_type": "password", "domain": "acme", "iam_endpoint": "https://iam.myhuaweicloud.com"},
+        login="ops",
+        password=IAM_PASSWORD,
+        host="127.0.0.1",
+        port=9,
+        schema="http",
+    )
+    assert huawei.iam_endpoint == "https://iam.myhuaweicloud.com"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_metastudio import __version__
+from airflow_provider_metastudio.get_provider_info import get_provider_info
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_airflow_providers_list_shows_the_provider():
@@ -71,3 +74,26 @@ def test_the_suite_runs_against_the_installed_wheel():
     import airflow_provider_metastudio
 
     assert "site-packages" in Path(airflow_provider_metastudio.__file__).parts
+
+
+def test_provider_info_matches_airflows_schema_and_names_the_guides():
+    import airflow
+    import jsonschema
+
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    (integration,) = info["integrations"]
+    assert integration["tags"] == ["service"]
+    assert integration["external-doc-url"].startswith("https://")
+    names = {integration["integration-name"]}
+    for kind in ("hooks", "triggers", "sensors", "operators"):
+        assert {entry["integration-name"] for entry in info[kind]} == names, kind
+    for guide in integration["how-to-guide"]:
+        assert guide.startswith("/docs/")
+        assert (REPO / guide.lstrip("/")).is_file(), guide
+
+
+def test_changelog_describes_the_current_version():
+    changelog = (REPO / "docs" / "changelog.md").read_text()
+    assert re.search(rf"^## {re.escape(__version__)}\b", changelog, re.MULTILINE), changelog[:500]

@@ -23,6 +23,14 @@ def console_url(region: str, model_asset_id: str) -> str:
     return CONSOLE_URL.format(region=quote(region, safe=""), asset_id=quote(model_asset_id, safe=""))
 
 
+def push_console_url(context: Any, region: str, model_asset_id: str | None) -> bool:
+    """Push what :class:`MetaStudioPictureModelingJobLink` reads; False while the asset is unknown."""
+    if not model_asset_id:
+        return False
+    context["ti"].xcom_push(key=XCOM_CONSOLE_URL_KEY, value=console_url(region, model_asset_id))
+    return True
+
+
 class MetaStudioPictureModelingJobLink(BaseOperatorLink):
     """Opens the job's model asset in the MetaStudio console; the URL is read from XCom."""
 

@@ -19,7 +19,7 @@ from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.links.picture_modeling import (
     XCOM_CONSOLE_URL_KEY,
     MetaStudioPictureModelingJobLink,
-    console_url,
+    push_console_url,
 )
 from airflow_provider_metastudio.models import JobState, PictureModelingJob, redact_url
 from airflow_provider_metastudio.triggers.picture_modeling import (
@@ -72,10 +72,7 @@ class _PictureModelingJobOperator(BaseOperator):
         return MetaStudioHook(self.metastudio_conn_id)
 
     def _push_console_url(self, context: Any, model_asset_id: str | None) -> None:
-        if model_asset_id:
-            context["ti"].xcom_push(
-                key=XCOM_CONSOLE_URL_KEY, value=console_url(self.hook.config.region, model_asset_id)
-            )
+        push_console_url(context, self.hook.config.region, model_asset_id)
 
     def _wait(
         self,
@@ -184,7 +181,7 @@ class MetaStudioGetPictureModelingJobOperator(_PictureModelingJobOperator):
     :param cover_destination: optional file or object-store path/URI to copy the cover to.
     """
 
-    template_fields: Sequence[str] = ("job_id", "cover_destination")
+    template_fields: Sequence[str] = ("job_id", "cover_destination", "metastudio_conn_id")
 
     def __init__(self, *, job_id: str, wait_for_completion: bool = False, **kwargs: Any) -> None:
         super().__init__(wait_for_completion=wait_for_completion, **kwargs)
@@ -245,6 +242,7 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         "name",
         "notify_url",
         "cover_destination",
+        "metastudio_conn_id",
     )
     # Pushed when the job is created or adopted: _finish does not push them again.
     _pushed_before_wait = ("job_id", "model_asset_id", XCOM_CONSOLE_URL_KEY)

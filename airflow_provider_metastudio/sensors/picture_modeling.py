@@ -16,6 +16,10 @@ from airflow_provider_metastudio._compat import (
 )
 from airflow_provider_metastudio.exceptions import MetaStudioJobFailedError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.links.picture_modeling import (
+    MetaStudioPictureModelingJobLink,
+    push_console_url,
+)
 from airflow_provider_metastudio.progress import JobProgress, wait_timeout_message
 from airflow_provider_metastudio.triggers.picture_modeling import (
     MetaStudioPictureModelingJobTrigger,
@@ -38,17 +42,20 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
     Done at SUCCEED (and PARTIAL_SUCCEED when ``accept_partial_success``); FAILED and CANCELED fail
     the task with the service's error code and message. An unknown state keeps waiting. The job
     (``model_asset_id``, ``model_cover_url``, state, times) is the sensor's return value in XCom.
+    The job's console page is pushed as ``metastudio_console_url`` (the extra link) once a poke knows
+    its ``model_asset_id``.
 
     ``poke_interval`` and ``timeout`` must be > 0. With ``soft_fail=True`` only a timeout skips the
     task; a FAILED or CANCELED job and any error fail it, in poke, reschedule and deferrable mode.
 
     :param job_id: the job to watch (templated).
-    :param metastudio_conn_id: the ``metastudio`` connection.
+    :param metastudio_conn_id: the ``metastudio`` connection (templated).
     :param accept_partial_success: PARTIAL_SUCCEED means the model exists but the cover may be missing.
     :param deferrable: wait in the triggerer instead of a worker slot.
     """
 
-    template_fields: Sequence[str] = ("job_id",)
+    template_fields: Sequence[str] = ("job_id", "metastudio_conn_id")
+    operator_extra_links = (MetaStudioPictureModelingJobLink(),)
     ui_color = "#c7000b"
 
     def __init__(
@@ -71,6 +78,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         )
         self._wait_started: float | None = None  # time.time() of the first poke of this try
         self._last_seen: float | None = None  # time.time() of the last poke's answer
+        self._link_pushed = False  # this task run pushed the console URL (once per poke-mode try)
 
     @cached_property
     def hook(self) -> MetaStudioHook:
@@ -90,6 +98,10 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         if rescheduled and self._progress.last_state is None and not job.is_terminal:
             self._progress.last_state = job.state
         self._progress.observe(job, request_id)
+        # Each reschedule-mode poke and each resume is a fresh instance, so each pushes it again
+        # (Airflow may clear a task's XComs when a rescheduled try starts).
+        if not self._link_pushed:
+            self._link_pushed = push_console_url(context, self.hook.config.region, job.model_asset_id)
         if job.is_success(self.accept_partial_success):
             return PokeReturnValue(is_done=True, xcom_value=job.to_dict())
         if job.is_terminal:
@@ -168,6 +180,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         # The event's cover URL is redacted: read the finished job once more for a usable one.
         job_id = resolve_event(event, AirflowSensorTimeout)["job_id"]
         job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)
+        push_console_url(context, self.hook.config.region, job.model_asset_id)
         self.log.info(
             "Picture modeling job %s ended %s: model_asset_id=%s (X-Request-Id: %s)",
             job.job_id,

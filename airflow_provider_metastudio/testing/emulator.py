@@ -764,13 +764,18 @@ class MetaStudioEmulator:
         """The gateway's clock for ``X-Sdk-Date`` checks (real time plus an offset)."""
         return self.state.auth_clock
 
+    def connection_destination(self) -> dict[str, Any]:
+        """``host``, ``port`` and ``schema`` (the URL scheme) of this emulator, as the connection keeps
+        them: a stored connection's secrets only go where these fields say (see ``config.py``)."""
+        parts = urlsplit(self.base_url)
+        return {"host": parts.hostname, "port": parts.port, "schema": parts.scheme}
+
     def connection_extra(self) -> dict[str, Any]:
-        """Connection extras pointing at this emulator: ``project_id``, ``endpoint``, ``iam_endpoint``."""
-        extra: dict[str, Any] = {
-            "project_id": self.project_id,
-            "endpoint": self.base_url,
-            "iam_endpoint": self.base_url,
-        }
+        """Connection extras for this emulator: ``project_id``, ``iam_endpoint`` (and ``endpoint``
+        when the advertised URL has a path); the server itself is in :meth:`connection_destination`."""
+        extra: dict[str, Any] = {"project_id": self.project_id, "iam_endpoint": self.base_url}
+        if urlsplit(self.base_url).path not in ("", "/"):
+            extra["endpoint"] = self.base_url
         if self.config.security_token:
             extra["security_token"] = self.config.security_token
         return extra
@@ -782,19 +787,20 @@ class MetaStudioEmulator:
             token in password) or ``password`` (IAM user/password, account in ``domain``).
         """
         extra = self.connection_extra()
+        dest = {"conn_type": "metastudio", **self.connection_destination()}
         if auth_type == "aksk":
-            return {"conn_type": "metastudio", "login": self.ak, "password": self.sk, "extra": extra}
+            return {**dest, "login": self.ak, "password": self.sk, "extra": extra}
         if auth_type == "token":
             extra.pop("security_token", None)
             return {
-                "conn_type": "metastudio",
+                **dest,
                 "password": self.issue_token(),
                 "extra": {**extra, "auth_type": "token"},
             }
         if auth_type == "password":
             extra.pop("security_token", None)
             return {
-                "conn_type": "metastudio",
+                **dest,
                 "login": self.config.iam_user,
                 "password": self.config.iam_password,
                 "extra": {**extra, "auth_type": "password", "domain": self.config.iam_domain},
@@ -809,7 +815,7 @@ class MetaStudioEmulator:
         return json.dumps(self.connection_dict(auth_type))
 
     def connection_uri(self, auth_type: str = "aksk") -> str:
-        """The connection as an Airflow URI: ``metastudio://AK:SK@/?project_id=...&endpoint=...``.
+        """The connection as an Airflow URI: ``metastudio://AK:SK@127.0.0.1:PORT/http?project_id=...``.
 
         Login and password are percent-encoded with nothing left bare, so any SK survives.
 
@@ -819,7 +825,9 @@ class MetaStudioEmulator:
         login = quote(str(conn.get("login") or ""), safe="")
         password = quote(str(conn.get("password") or ""), safe="")
         userinfo = f"{login}:{password}@" if password else (f"{login}@" if login else "")
-        return f"metastudio://{userinfo}/?{urlencode(conn['extra'])}"
+        host = conn["host"] if ":" not in conn["host"] else f"[{conn['host']}]"
+        port = f":{conn['port']}" if conn["port"] else ""
+        return f"metastudio://{userinfo}{host}{port}/{conn['schema']}?{urlencode(conn['extra'])}"
 
     def airflow_connection(self, conn_id: str = "metastudio_default", auth_type: str = "aksk") -> Connection:
         """An ``airflow.models.connection.Connection`` for this emulator (imports Airflow lazily).
@@ -833,6 +841,9 @@ class MetaStudioEmulator:
         return Connection(
             conn_id=conn_id,
             conn_type=conn["conn_type"],
+            host=conn["host"],
+            port=conn["port"],
+            schema=conn["schema"],
             login=conn.get("login"),
             password=conn.get("password"),
             extra=json.dumps(conn["extra"]),

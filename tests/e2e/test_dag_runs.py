@@ -40,6 +40,11 @@ def test_success_pushes_xcoms_and_copies_cover(mode, run_dag, metastudio_emulato
     assert metastudio_emulator.get_job(job_id)["model_asset_id"] == asset_id
     sensed = result.xcoms[("wait", "return_value")]
     assert (sensed["job_id"], sensed["state"], sensed["model_asset_id"]) == (job_id, "SUCCEED", asset_id)
+    # The sensor carries the job's link too, in every mode.
+    assert result.xcoms[("wait", "metastudio_console_url")] == console_url("cn-north-4", asset_id)
+    if AIRFLOW_V_3:  # Airflow 3 computes links on the worker and stores them in XCom
+        link_key = MetaStudioPictureModelingJobLink().xcom_key
+        assert result.xcoms[("wait", link_key)] == console_url("cn-north-4", asset_id)
     fetched = result.xcoms[("fetch", "return_value")]
     for key in RESULT_KEYS:
         assert result.xcoms[("fetch", key)] == fetched[key]
@@ -145,3 +150,21 @@ def test_extra_link_reads_xcom_through_ti_key(run_dag, e2e_dags, metastudio_emul
     op = e2e_dags.DAGS["e2e_create_wait_blocking"].get_task("create")
     key = TaskInstanceKey("e2e_create_wait_blocking", "create", result.run_id, 1)
     assert MetaStudioPictureModelingJobLink().get_link(op, ti_key=key) == console_url("cn-north-4", asset_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sensor_link_reads_xcom_through_ti_key(mode, run_dag, e2e_dags, metastudio_emulator):
+    job = metastudio_emulator.create_job(name=f"sensed-{mode}", waiting_seconds=1, processing_seconds=2)
+    dag_id = f"e2e_{mode}_soft_failed"  # a DAG of the sensor alone, on an external job
+    result = run_dag(dag_id, job_id=job["job_id"])
+    assert result.tasks["wait"] == "success", result.tasks
+    expected = console_url("cn-north-4", metastudio_emulator.get_job(job["job_id"])["model_asset_id"])
+    sensor = e2e_dags.DAGS[dag_id].get_task("wait")
+    assert any(isinstance(link, MetaStudioPictureModelingJobLink) for link in sensor.operator_extra_links)
+    if AIRFLOW_V_3:  # Airflow 3 resolves links on the worker and keeps them in XCom
+        assert result.xcoms[("wait", MetaStudioPictureModelingJobLink().xcom_key)] == expected
+        return
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
+    key = TaskInstanceKey(dag_id, "wait", result.run_id, result.tries["wait"])
+    assert MetaStudioPictureModelingJobLink().get_link(sensor, ti_key=key) == expected

@@ -12,35 +12,20 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from airflow_procs import BIN, airflow_cli, base_env, free_port, start, stop
 
 from airflow_provider_metastudio._compat import AIRFLOW_V_3
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "example_metastudio_picture_modeling"
 WAITS_DAG_ID = "fullstack_three_waits"
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.metastudio_emulator(waiting_seconds=2, processing_seconds=6)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _airflow(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "airflow"), *args], env=env, text=True, capture_output=True, check=check, timeout=180
-    )
 
 
 def _dags_folder(tmp_path: Path) -> Path:
@@ -56,12 +41,9 @@ def _dags_folder(tmp_path: Path) -> Path:
 def airflow_env(tmp_path, metastudio_emulator):
     home = tmp_path / "airflow-home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    port = _free_port()
+    env = base_env(home, free_port())
     env.update(
-        AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(_dags_folder(tmp_path)),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         AIRFLOW__CORE__EXECUTOR="LocalExecutor" if AIRFLOW_V_3 else "SequentialExecutor",
         AIRFLOW__CORE__PARALLELISM="2",
@@ -70,28 +52,11 @@ def airflow_env(tmp_path, metastudio_emulator):
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
         AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__API_AUTH__JWT_SECRET="fullstack-test-jwt-secret-not-a-real-one",
         AIRFLOW_CONN_METASTUDIO_DEFAULT=metastudio_emulator.connection_json(),
         METASTUDIO_COVER_DIR=str(tmp_path / "covers"),
-        NO_PROXY="127.0.0.1,localhost",
     )
-    _airflow(env, "db", "migrate")
+    airflow_cli(env, "db", "migrate")
     return env
-
-
-def _start(env: dict[str, str], log_dir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
-    log = log_dir / f"{args[0]}.log"
-    proc = subprocess.Popen(
-        [str(BIN / "airflow"), *args],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return proc, log
 
 
 def _xcoms(home: Path, run_id: str) -> dict[tuple[str, str], object]:
@@ -147,16 +112,16 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
     components = [("scheduler",), ("triggerer",)]
     if AIRFLOW_V_3:
         components += [("dag-processor",), ("api-server", "--port", airflow_env["AIRFLOW__API__PORT"])]
-    procs = [_start(airflow_env, tmp_path, *c) for c in components]
+    procs = [start(airflow_env, tmp_path, *c) for c in components]
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not _dag_parsed(home):
             time.sleep(2)
-        _airflow(airflow_env, "dags", "unpause", DAG_ID)
-        _airflow(airflow_env, "dags", "unpause", WAITS_DAG_ID)
+        airflow_cli(airflow_env, "dags", "unpause", DAG_ID)
+        airflow_cli(airflow_env, "dags", "unpause", WAITS_DAG_ID)
         run_id = f"fullstack_{int(time.time())}"
         conf = json.dumps({"cover_dir": str(tmp_path / "covers"), "poll_interval": 2})
-        _airflow(airflow_env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", conf)
+        airflow_cli(airflow_env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", conf)
         # Three more waits on one triggerer, ending at different times while all are deferred.
         waited = [
             metastudio_emulator.create_job(
@@ -165,7 +130,7 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
             for i in range(3)
         ]
         conf = json.dumps({"job_ids": [j["job_id"] for j in waited]})
-        _airflow(airflow_env, "dags", "trigger", WAITS_DAG_ID, "--run-id", run_id, "--conf", conf)
+        airflow_cli(airflow_env, "dags", "trigger", WAITS_DAG_ID, "--run-id", run_id, "--conf", conf)
         states: dict[str, tuple[str | None, dict[str, str | None]]] = {}
         while time.monotonic() < deadline:
             states = {d: _run_state(home, run_id, d) for d in (DAG_ID, WAITS_DAG_ID)}
@@ -178,16 +143,7 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
             {k: v[-3000:] for k, v in logs.items()},
         )
     finally:
-        for proc, _ in procs:
-            try:
-                os.killpg(proc.pid, 15)
-            except ProcessLookupError:
-                pass
-        for proc, _ in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+        stop(procs)
 
     # The deferrable sensor really went through the triggerer process: its trigger's progress
     # lines are in the trigger log (Airflow writes them next to the task's log).

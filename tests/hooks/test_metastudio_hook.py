@@ -60,7 +60,7 @@ SHOW_URL = f"{BASE}/picture-modelings/{JOB_ID}"
 LIST_URL = f"{BASE}/picture-modelings"
 CREATE_URL = f"{BASE}/picture-modelings"
 CREATE_BY_URL_URL = f"{BASE}/picture-modelings-by-url"
-IAM_ENDPOINT = "https://iam.example.test"
+IAM_ENDPOINT = "https://iam.cn-north-4.myhuaweicloud.com"
 IAM_URL = f"{IAM_ENDPOINT}/v3/auth/tokens"
 
 # Distinctive values: any of them showing up in a message, a log line or a repr is a leak.
@@ -104,11 +104,11 @@ class MovableClock:
 
 
 def make_config(extra=None, *, login=AK, password=SK, rate_limits=False):
-    base = {"project_id": PROJECT_ID, "endpoint": ENDPOINT}
+    base = {"project_id": PROJECT_ID}
     if rate_limits is not None:
         base["rate_limits"] = rate_limits
     return MetaStudioConnectionConfig.from_parts(
-        login=login, password=password, extra={**base, **(extra or {})}
+        login=login, password=password, extra={**base, **(extra or {})}, host=ENDPOINT
     )
 
 
@@ -1636,11 +1636,11 @@ def test_connection_from_json_env_var(monkeypatch, requests_mock):
         json.dumps(
             {
                 "conn_type": "metastudio",
+                "host": ENDPOINT,
                 "login": AK,
                 "password": SK,
                 "extra": {
                     "project_id": PROJECT_ID,
-                    "endpoint": ENDPOINT,
                     "rate_limits": False,
                     "app_user_id": "u-9",
                 },
@@ -1654,11 +1654,11 @@ def test_connection_from_json_env_var(monkeypatch, requests_mock):
     assert_signed(requests_mock.last_request)
 
 
-def test_connection_from_uri_env_var_with_empty_host(monkeypatch, requests_mock):
+def test_connection_from_uri_env_var_with_host_port_and_schema(monkeypatch, requests_mock):
     monkeypatch.setenv(
         "AIRFLOW_CONN_METASTUDIO_DEFAULT",
-        f"metastudio://{quote(AK, safe='')}:{quote(SK, safe='')}@/?project_id={PROJECT_ID}"
-        f"&endpoint={quote(ENDPOINT, safe='')}&rate_limits=false&timeout=7",
+        f"metastudio://{quote(AK, safe='')}:{quote(SK, safe='')}@{HOST}/https?project_id={PROJECT_ID}"
+        "&rate_limits=false&timeout=7",
     )
     requests_mock.get(SHOW_URL, **ok())
     hook = MetaStudioHook(retry_limit=0, clock=fixed_clock)
@@ -1835,7 +1835,8 @@ def test_ui_field_behaviour_matches_the_provider_info():
     assert behaviour["hidden_fields"] == registered["hidden-fields"] == UI_FIELD_BEHAVIOUR["hidden-fields"]
     assert behaviour["relabeling"] == registered["relabeling"]
     assert behaviour["placeholders"] == registered["placeholders"]
-    assert {"host", "port", "schema"} <= set(behaviour["hidden_fields"])
+    # Host/Port/Schema are the destination (stored secrets go only there): the form must show them.
+    assert not {"host", "port", "schema"} & set(behaviour["hidden_fields"])
     assert "login" in behaviour["relabeling"] and "password" in behaviour["relabeling"]
 
 

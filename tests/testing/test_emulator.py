@@ -1771,14 +1771,13 @@ def test_concurrent_httpx_async_client(emu: MetaStudioEmulator) -> None:
 
 
 def test_connection_helpers_without_airflow(emu: MetaStudioEmulator) -> None:
-    assert emu.connection_extra() == {
-        "project_id": emu.project_id,
-        "endpoint": emu.base_url,
-        "iam_endpoint": emu.base_url,
-    }
+    assert emu.connection_extra() == {"project_id": emu.project_id, "iam_endpoint": emu.base_url}
     conn = json.loads(emu.connection_json())
     assert conn == {
         "conn_type": "metastudio",
+        "host": "127.0.0.1",
+        "port": emu.port,
+        "schema": "http",
         "login": emu.ak,
         "password": emu.sk,
         "extra": emu.connection_extra(),

@@ -88,7 +88,10 @@ def test_cli_prints_url_and_connection_then_stops_cleanly(cli: Any, signum: int)
         "conn_type": "metastudio",
         "login": "CLITESTAK00000000000",
         "password": "cli-secret/+=",
-        "extra": {"project_id": "cliproject", "endpoint": url, "iam_endpoint": url},
+        "host": "127.0.0.1",
+        "port": int(url.rsplit(":", 1)[1]),
+        "schema": "http",
+        "extra": {"project_id": "cliproject", "iam_endpoint": url},
     }
     assert requests.get(f"{url}/_emulator/health", timeout=10).json()["status"] == "ok"
     # it answers the service too: the gateway refuses an unsigned call with its own error
@@ -226,7 +229,7 @@ def test_connection_fixture_sets_the_environment(
     assert metastudio_connection == "metastudio_default"
     conn = json.loads(os.environ["AIRFLOW_CONN_METASTUDIO_DEFAULT"])
     assert conn["login"] == metastudio_emulator.ak
-    assert conn["extra"]["endpoint"] == metastudio_emulator.base_url
+    assert f"{conn['schema']}://{conn['host']}:{conn['port']}" == metastudio_emulator.base_url
 
 
 def test_connection_fixture_resolves_through_airflow(
@@ -255,11 +258,8 @@ def test_connection_uri_parses_back_in_airflow() -> None:
         assert conn.conn_type == "metastudio"
         assert conn.login == emu.ak
         assert conn.password == ODD_SK
-        assert conn.extra_dejson == {
-            "project_id": "proj_1-a",
-            "endpoint": emu.base_url,
-            "iam_endpoint": emu.base_url,
-        }
+        assert f"{conn.schema}://{conn.host}:{conn.port}" == emu.base_url
+        assert conn.extra_dejson == {"project_id": "proj_1-a", "iam_endpoint": emu.base_url}
         password_uri = connection_module.Connection(uri=emu.connection_uri("password"))
         assert password_uri.login == emu.config.iam_user
         assert password_uri.extra_dejson["auth_type"] == "password"
@@ -289,7 +289,12 @@ def test_connection_is_accepted_by_the_provider_config() -> None:
         for auth_type in ("aksk", "token", "password"):
             conn = emu.connection_dict(auth_type)
             parsed = config_module.MetaStudioConnectionConfig.from_parts(
-                login=conn.get("login"), password=conn.get("password"), extra=conn["extra"]
+                login=conn.get("login"),
+                password=conn.get("password"),
+                extra=conn["extra"],
+                host=conn["host"],
+                port=conn["port"],
+                schema=conn["schema"],
             )
             assert parsed.endpoint == emu.base_url and parsed.project_id == emu.project_id
             assert parsed.auth_type == auth_type

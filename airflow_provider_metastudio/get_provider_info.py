@@ -72,6 +72,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "For temporary AK/SK: sent and signed as X-Security-Token.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
+    "proxy": {
+        "label": "Proxy",
+        "description": "Optional http(s) proxy URL for every call of this connection, e.g. "
+        "http://user:pass@proxy:3128; takes precedence over HTTPS_PROXY/NO_PROXY.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
     "app_user_id": {
         "label": "App user id",
         "description": "Optional third-party user id, sent as X-App-UserId (ASCII only).",

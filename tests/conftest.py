@@ -41,3 +41,29 @@ def _fix_reschedule_start_date_in_dag_test() -> None:
 
 
 _fix_reschedule_start_date_in_dag_test()
+
+
+def _loopback_only() -> None:
+    """Refuse to resolve any host but this machine's: a test that builds a connection wrongly must
+    fail at once, never send a request (or even a DNS query) towards the real service."""
+    import ipaddress
+    import socket
+
+    allowed = {"localhost", socket.gethostname()}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # socket.getaddrinfo's signature
+        name = host.decode() if isinstance(host, bytes) else host
+        if name and name not in allowed:
+            try:
+                loopback = ipaddress.ip_address(name.strip("[]")).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise socket.gaierror(socket.EAI_NONAME, f"tests reach only 127.0.0.1, not {name!r}")
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+
+
+_loopback_only()

@@ -264,9 +264,15 @@ def test_both_transports_take_tls_verification_from_the_connection_first(
 
 
 def _hook_at(endpoint: str) -> MetaStudioHook:
+    parts = urlsplit(endpoint)
     return MetaStudioHook(
         config=MetaStudioConnectionConfig.from_parts(
-            login="AKTEST", password="SK-very-secret", extra={"project_id": "p" * 32, "endpoint": endpoint}
+            login="AKTEST",
+            password="SK-very-secret",
+            extra={"project_id": "p" * 32},
+            host=parts.hostname,
+            port=parts.port,
+            schema=parts.scheme,
         )
     )
 

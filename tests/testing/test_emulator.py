@@ -1438,7 +1438,10 @@ def hook(emu: MetaStudioEmulator) -> Iterator[Any]:
     from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 
     config = MetaStudioConnectionConfig.from_parts(
-        login=emu.ak, password=emu.sk, extra={**emu.connection_extra(), "rate_limits": False}
+        login=emu.ak,
+        password=emu.sk,
+        extra={**emu.connection_extra(), "rate_limits": False},
+        **emu.connection_destination(),
     )
     client = MetaStudioHook(config=config, retry_limit=0, throttle_retry_limit=0)
     yield client

@@ -332,7 +332,11 @@ def test_a_rescheduled_poke_does_not_log_a_first_look(
 
     job = metastudio_emulator.create_job(name="poked", waiting_seconds=3600)
     sensor = MetaStudioPictureModelingJobSensor(task_id="wait", job_id=job["job_id"], mode="reschedule")
-    context = {"task_reschedule_count": reschedules} if AIRFLOW_V_3 else {}
+    from unittest import mock
+
+    context: dict = {"ti": mock.Mock()}
+    if AIRFLOW_V_3:
+        context["task_reschedule_count"] = reschedules
     with caplog.at_level(logging.INFO):
         assert sensor.poke(context) is False
     # Airflow 2 gives no reschedule count: there a running job's first look is never at INFO.

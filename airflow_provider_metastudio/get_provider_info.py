@@ -131,4 +131,17 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_provider_metastudio.links.picture_modeling.MetaStudioPictureModelingJobLink"
         ],
+        **ASSET_URIS,
     }
+
+
+# -- the metastudio:// asset URI scheme (issue #14) ------------------------------------------------
+# metastudio://{project_id}/assets[/{asset_id}]; see airflow_provider_metastudio.asset_events.
+_URI_HANDLER = {
+    "schemes": ["metastudio"],
+    "handler": "airflow_provider_metastudio.asset_events.sanitize_uri",
+}
+ASSET_URIS: dict[str, Any] = {
+    "asset-uris": [_URI_HANDLER],  # Airflow 3
+    "dataset-uris": [_URI_HANDLER],  # Airflow 2.11
+}

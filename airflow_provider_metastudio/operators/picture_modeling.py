@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_metastudio._compat import BaseOperator, conf, object_storage_path
+from airflow_provider_metastudio.asset_events import emit_outlet_events
 from airflow_provider_metastudio.exceptions import (
     MetaStudioJobFailedError,
     MetaStudioValidationError,
@@ -144,6 +145,15 @@ class _PictureModelingJobOperator(BaseOperator):
             result["model_cover_path"] = self._copy_cover(job)
             if result["model_cover_path"] is not None:
                 ti.xcom_push(key="model_cover_path", value=result["model_cover_path"])
+        cover_path = result.get("model_cover_path")
+        emit_outlet_events(
+            self,
+            context,
+            model_asset_id=job.model_asset_id,
+            job_id=job.job_id,
+            state=job.state,
+            paths=[cover_path] if cover_path else None,
+        )
         self.log.info(
             "Picture modeling job %s %s: model_asset_id=%s cover=%s",
             job.job_id,
@@ -285,6 +295,8 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         if asset_id:  # the contract promises it in the create answer; None is refused by Airflow 3.0
             ti.xcom_push(key="model_asset_id", value=asset_id)
         self._push_console_url(context, asset_id)
+        # Outlet assets learn the model at once (Airflow emits the event only if the task succeeds).
+        emit_outlet_events(self, context, model_asset_id=asset_id or None, job_id=job_id)
         if not self.wait_for_completion:
             return job_id
         if earlier is None:

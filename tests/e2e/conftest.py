@@ -104,6 +104,10 @@ def run_asset_dag(asset_dags: Any, airflow_db: Path, metastudio_connection: str)
 
     def run(dag_id: str, **conf: Any) -> DagResult:
         dag = asset_dags.DAGS[dag_id]
+        from airflow_provider_metastudio._compat import AIRFLOW_V_3
+
+        if not AIRFLOW_V_3:  # 2.11's dag.test() records dataset events only for datasets in the db
+            dag.sync_to_db()
         dr = dag.test(run_conf=conf)
         tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
         tries = {ti.task_id: ti.try_number for ti in dr.get_task_instances()}

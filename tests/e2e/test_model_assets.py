@@ -127,3 +127,34 @@ def test_deferred_asset_sensor_waits_for_actived(run_asset_dag, metastudio_emula
     assert result.state == "success", result.tasks
     assert result.xcoms[("wait_asset", "return_value")]["state"] == "ACTIVED"
     assert emu.count(call="asset_show") >= 2
+
+
+def _events(db, dag_id: str, run_id: str) -> dict[str, dict]:
+    """task id -> the ``extra`` of the asset (Airflow 3) or dataset (2.11) event it emitted."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        table = "asset_event" if "asset_event" in tables else "dataset_event"
+        rows = conn.execute(
+            f"SELECT source_task_id, extra FROM {table} WHERE source_dag_id = ? AND source_run_id = ?",
+            (dag_id, run_id),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {task: json.loads(extra) if isinstance(extra, str) else extra for task, extra in rows}
+
+
+def test_outlet_events_carry_the_model(run_asset_dag, metastudio_emulator, tmp_path, airflow_db):
+    result = run_asset_dag("e2e_asset_poke", name="events", dest=str(tmp_path))
+    assert result.state == "success", result.tasks
+
+    events = _events(airflow_db, "e2e_asset_poke", result.run_id)
+    job_id = result.xcoms[("create", "job_id")]
+    asset_id = result.xcoms[("create", "model_asset_id")]
+    assert events["create"] == {"model_asset_id": asset_id, "job_id": job_id}
+    download = events["download"]
+    assert (download["model_asset_id"], download["job_id"]) == (asset_id, job_id)
+    assert download["paths"] == result.xcoms[("download", "paths")]
+    assert download["manifest_path"] == str(tmp_path / asset_id / "manifest.json")

@@ -113,19 +113,28 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Huawei Cloud MetaStudio",
-                "python-modules": ["airflow_provider_metastudio.triggers.picture_modeling"],
+                "python-modules": [
+                    "airflow_provider_metastudio.triggers.picture_modeling",
+                    "airflow_provider_metastudio.triggers.model_asset",
+                ],
             }
         ],
         "sensors": [
             {
                 "integration-name": "Huawei Cloud MetaStudio",
-                "python-modules": ["airflow_provider_metastudio.sensors.picture_modeling"],
+                "python-modules": [
+                    "airflow_provider_metastudio.sensors.picture_modeling",
+                    "airflow_provider_metastudio.sensors.model_asset",
+                ],
             }
         ],
         "operators": [
             {
                 "integration-name": "Huawei Cloud MetaStudio",
-                "python-modules": ["airflow_provider_metastudio.operators.picture_modeling"],
+                "python-modules": [
+                    "airflow_provider_metastudio.operators.picture_modeling",
+                    "airflow_provider_metastudio.operators.model_asset",
+                ],
             }
         ],
         "extra-links": [

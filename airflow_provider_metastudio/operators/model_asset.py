@@ -19,6 +19,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioValidationError,
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.lineage import model_dataset, operator_lineage, path_dataset
 from airflow_provider_metastudio.validation import validate_asset_id
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -80,6 +81,7 @@ class MetaStudioDownloadModelAssetOperator(BaseOperator):
         self.job_id = job_id
         self.manifest_name = manifest_name
         self.metastudio_conn_id = metastudio_conn_id
+        self._lineage: tuple[str, list[str]] | None = None  # (asset id, written paths) for OpenLineage
 
     @cached_property
     def hook(self) -> MetaStudioHook:
@@ -126,10 +128,11 @@ class MetaStudioDownloadModelAssetOperator(BaseOperator):
         with manifest_path.open("w") as f:
             f.write(json.dumps(manifest, indent=2, sort_keys=True))
         manifest["manifest_path"] = str(manifest_path)
-        paths = [e["path"] for e in entries]
+        paths = [str(e["path"]) for e in entries]
         ti = context["ti"]
         ti.xcom_push(key="paths", value=paths)
         ti.xcom_push(key="manifest_path", value=str(manifest_path))
+        self._lineage = (asset.asset_id, [*paths, str(manifest_path)])
         emit_outlet_events(
             self,
             context,
@@ -146,6 +149,14 @@ class MetaStudioDownloadModelAssetOperator(BaseOperator):
             sum(e["status"] == "present" for e in entries),
         )
         return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The model asset in, the written files out (None without the OpenLineage provider)."""
+        if self._lineage is None:
+            return None
+        asset_id, paths = self._lineage
+        inputs = [model_dataset(self.hook.config.project_id, asset_id)]
+        return operator_lineage(inputs, [path_dataset(p) for p in paths])
 
     def _copy(self, file: AssetFile, path: Any) -> str:
         """Download ``file`` to ``path`` unless an identical copy is there; ``present``/``downloaded``."""

@@ -17,6 +17,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioWaitTimeout,
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.lineage import model_dataset, operator_lineage, path_dataset
 from airflow_provider_metastudio.links.picture_modeling import (
     XCOM_CONSOLE_URL_KEY,
     MetaStudioPictureModelingJobLink,
@@ -146,6 +147,12 @@ class _PictureModelingJobOperator(BaseOperator):
             if result["model_cover_path"] is not None:
                 ti.xcom_push(key="model_cover_path", value=result["model_cover_path"])
         cover_path = result.get("model_cover_path")
+        # No input dataset: a picture_url may itself be a pre-signed URL, not for lineage backends.
+        self._lineage_outputs = (
+            [model_dataset(self.hook.config.project_id, job.model_asset_id)] if job.model_asset_id else []
+        )
+        if cover_path:
+            self._lineage_outputs.append(path_dataset(cover_path))
         emit_outlet_events(
             self,
             context,
@@ -162,6 +169,13 @@ class _PictureModelingJobOperator(BaseOperator):
             redact_url(job.model_cover_url),
         )
         return result
+
+    #: OpenLineage outputs of this try: the model asset and the copied cover (set by _finish).
+    _lineage_outputs: list[tuple[str, str]] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The model asset (and the copied cover) as outputs; None without the OpenLineage provider."""
+        return operator_lineage([], self._lineage_outputs) if self._lineage_outputs else None
 
     def _copy_cover(self, job: PictureModelingJob) -> str | None:
         """Copy the cover to ``cover_destination`` while its signed URL still works."""

@@ -13,6 +13,7 @@ from airflow_provider_metastudio.asset_events import emit_outlet_events
 from airflow_provider_metastudio.assets import DigitalAsset
 from airflow_provider_metastudio.exceptions import MetaStudioAssetFailedError, MetaStudioError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.sensors.picture_modeling import resume_soft_fail_on_timeout_only
 from airflow_provider_metastudio.triggers.model_asset import MetaStudioModelAssetTrigger
 from airflow_provider_metastudio.triggers.picture_modeling import defer_timeout
 from airflow_provider_metastudio.validation import validate_asset_id, validate_wait_settings
@@ -28,7 +29,8 @@ class MetaStudioModelAssetSensor(BaseSensorOperator):
 
     ``FAILED``, ``BLOCK`` and ``DELETED`` fail the task at once (naming the state and the service's
     reason); any other state, also one the contract does not list, keeps waiting. How long after
-    the job's SUCCEED an asset becomes ACTIVED is not stated by the service.
+    the job's SUCCEED an asset becomes ACTIVED is not stated by the service. With ``soft_fail``
+    only a timeout skips the task, in every mode, as for the job sensor.
 
     The return value (XCom) is the asset without its download URLs (24-hour bearer credentials):
     download with ``MetaStudioDownloadModelAssetOperator`` (``operators.model_asset``).
@@ -98,6 +100,12 @@ class MetaStudioModelAssetSensor(BaseSensorOperator):
             ),
             method_name="execute_complete",
             timeout=defer_timeout(self.timeout) or timedelta(seconds=self.timeout),
+        )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """As the job sensor: with ``soft_fail`` only a timeout skips (Airflow would skip any error)."""
+        return resume_soft_fail_on_timeout_only(
+            self, next_method, next_kwargs, context, f"Model asset {self.asset_id} still not ACTIVED"
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:

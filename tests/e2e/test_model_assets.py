@@ -158,3 +158,13 @@ def test_outlet_events_carry_the_model(run_asset_dag, metastudio_emulator, tmp_p
     assert (download["model_asset_id"], download["job_id"]) == (asset_id, job_id)
     assert download["paths"] == result.xcoms[("download", "paths")]
     assert download["manifest_path"] == str(tmp_path / asset_id / "manifest.json")
+
+
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_soft_fail_skips_a_timeout_only(mode, run_asset_dag, metastudio_emulator):
+    emu = metastudio_emulator
+    slow = emu.create_job("slow", waiting_seconds=3600)["model_asset_id"]  # CREATING for an hour
+    emu.set_outcome("doom*", "FAILED")
+    dead = emu.create_job("doomed")["model_asset_id"]  # CREATING, FAILED when its job fails (3 s)
+    assert run_asset_dag(f"e2e_asset_wait_{mode}_soft", asset_id=slow).tasks == {"wait_asset": "skipped"}
+    assert run_asset_dag(f"e2e_asset_wait_{mode}_soft", asset_id=dead).tasks == {"wait_asset": "failed"}

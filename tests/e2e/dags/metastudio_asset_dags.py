@@ -77,14 +77,16 @@ with _dag("e2e_asset_download") as dag:
 DAGS[dag.dag_id] = dag
 
 for mode in ("poke", "deferrable"):
-    with _dag(f"e2e_asset_wait_{mode}") as dag:
-        MetaStudioModelAssetSensor(
-            task_id="wait_asset",
-            asset_id="{{ params.asset_id }}",
-            deferrable=mode == "deferrable",
-            poke_interval=1,
-            timeout=30,
-        )
-    DAGS[dag.dag_id] = dag
+    for variant, soft, timeout in (("", False, 30), ("_soft", True, 6)):
+        with _dag(f"e2e_asset_wait_{mode}{variant}") as dag:
+            MetaStudioModelAssetSensor(
+                task_id="wait_asset",
+                asset_id="{{ params.asset_id }}",
+                deferrable=mode == "deferrable",
+                poke_interval=1,
+                timeout=timeout,
+                soft_fail=soft,
+            )
+        DAGS[dag.dag_id] = dag
 
 globals().update({f"asset_dag_{i}": d for i, d in enumerate(DAGS.values())})

@@ -77,7 +77,12 @@ class MetaStudioModelAssetTrigger(BaseTrigger):
                 except TRANSIENT_ERRORS as e:
                     self.log.warning("Model asset %s: %s; still waiting", self.asset_id, e)
                 except MetaStudioError as e:
-                    yield TriggerEvent({"status": "error", "asset_id": self.asset_id, **e.to_dict()})
+                    # to_dict()'s "status" is the HTTP status: the event's own status comes last.
+                    error = e.to_dict()
+                    http_status = error.pop("status")
+                    yield TriggerEvent(
+                        {**error, "http_status": http_status, "status": "error", "asset_id": self.asset_id}
+                    )
                     return
                 else:
                     if asset.is_usable:

@@ -154,3 +154,29 @@ def describe(
     if hint:
         parts.append(f"- {hint}")
     return " ".join(parts)
+
+
+# -- digital assets (issue #14) -----------------------------------------------------------------
+
+
+class MetaStudioAssetFailedError(MetaStudioError):
+    """A model asset is in a state it will not leave to become usable (FAILED, BLOCK, DELETED)."""
+
+    def __init__(self, asset_id: str, state: str, detail: str | None = None) -> None:
+        self.asset_id = asset_id
+        self.state = state
+        super().__init__(
+            f"Model asset {asset_id} is {state}" + (f": {detail}" if detail else ""), call="asset_show"
+        )
+
+
+class MetaStudioChecksumError(MetaStudioError):
+    """A downloaded asset file does not match the size or MD5 the asset lists for it.
+
+    Not a :class:`MetaStudioInvalidResponseError`: the hook does not retry it on its own (the
+    download operator retries a mismatch once, then fails naming the file).
+    """
+
+    def __init__(self, file_label: str, problem: str) -> None:
+        self.file_label = file_label
+        super().__init__(f"Asset file {file_label} failed verification: {problem}", call="asset_file")

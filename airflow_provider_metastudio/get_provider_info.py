@@ -136,22 +136,44 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Huawei Cloud MetaStudio",
-                "python-modules": ["airflow_provider_metastudio.triggers.picture_modeling"],
+                "python-modules": [
+                    "airflow_provider_metastudio.triggers.picture_modeling",
+                    "airflow_provider_metastudio.triggers.model_asset",
+                ],
             }
         ],
         "sensors": [
             {
                 "integration-name": "Huawei Cloud MetaStudio",
-                "python-modules": ["airflow_provider_metastudio.sensors.picture_modeling"],
+                "python-modules": [
+                    "airflow_provider_metastudio.sensors.picture_modeling",
+                    "airflow_provider_metastudio.sensors.model_asset",
+                ],
             }
         ],
         "operators": [
             {
                 "integration-name": "Huawei Cloud MetaStudio",
-                "python-modules": ["airflow_provider_metastudio.operators.picture_modeling"],
+                "python-modules": [
+                    "airflow_provider_metastudio.operators.picture_modeling",
+                    "airflow_provider_metastudio.operators.model_asset",
+                ],
             }
         ],
         "extra-links": [
             "airflow_provider_metastudio.links.picture_modeling.MetaStudioPictureModelingJobLink"
         ],
+        **ASSET_URIS,
     }
+
+
+# -- the metastudio:// asset URI scheme (issue #14) ------------------------------------------------
+# metastudio://{project_id}/assets[/{asset_id}]; see airflow_provider_metastudio.asset_events.
+_URI_HANDLER = {
+    "schemes": ["metastudio"],
+    "handler": "airflow_provider_metastudio.asset_events.sanitize_uri",
+}
+ASSET_URIS: dict[str, Any] = {
+    "asset-uris": [_URI_HANDLER],  # Airflow 3
+    "dataset-uris": [_URI_HANDLER],  # Airflow 2.11
+}

@@ -164,3 +164,11 @@ def validate_photo(data: bytes) -> str:
             "photo", f"is {width}x{height}, larger than {MAX_PHOTO_WIDTH}x{MAX_PHOTO_HEIGHT}"
         )
     return ext
+
+
+# -- digital assets (issue #14) -----------------------------------------------------------------
+
+
+def validate_asset_id(asset_id: Any) -> str:
+    """An asset id (32 hex digits in practice) goes into a URL path like a job id: same rules."""
+    return validate_job_id(asset_id, "asset_id")

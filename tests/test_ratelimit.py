@@ -160,7 +160,14 @@ def test_get_limiter_uses_the_rate_and_never_exceeds_it():
 
 
 def test_default_rates_match_the_documented_quotas():
-    assert dict(DEFAULT_RATES) == {"show": 1.0, "list": 1.0, "create": 1.0, "create_by_url": 2.0}
+    assert dict(DEFAULT_RATES) == {
+        "show": 1.0,
+        "list": 1.0,
+        "create": 1.0,
+        "create_by_url": 2.0,
+        "asset_show": 1.0,
+        "asset_list": 1.0,
+    }
 
 
 RATE_LIMIT_CASES = {

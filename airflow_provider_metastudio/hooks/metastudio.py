@@ -11,6 +11,7 @@ cost, and the triggerer and DAG parsing never need it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import ipaddress
@@ -30,6 +31,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
@@ -39,6 +41,14 @@ import tenacity
 
 from airflow_provider_metastudio import __version__, logfilter
 from airflow_provider_metastudio._compat import BaseHook, aget_connection, amask_secret, mask_secret
+from airflow_provider_metastudio.assets import (
+    ASSET_SORT_KEYS,
+    ASSET_SOURCES,
+    ASSET_TYPES,
+    AssetFile,
+    AssetState,
+    DigitalAsset,
+)
 from airflow_provider_metastudio.auth import (
     AkSkSigner,
     HttpxAkSkAuth,
@@ -51,6 +61,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioApiError,
     MetaStudioAuthError,
     MetaStudioBadRequestError,
+    MetaStudioChecksumError,
     MetaStudioConnectionError,
     MetaStudioError,
     MetaStudioGatewayError,
@@ -66,6 +77,7 @@ from airflow_provider_metastudio.models import JobState, PictureModelingJob, cov
 from airflow_provider_metastudio.progress import JobProgress, wait_timeout_message
 from airflow_provider_metastudio.ratelimit import RateLimiter, get_limiter
 from airflow_provider_metastudio.validation import (
+    validate_asset_id,
     validate_http_url,
     validate_job_id,
     validate_photo,
@@ -80,6 +92,7 @@ log = logging.getLogger(__name__)
 logfilter.install()  # the HTTP libraries this module drives log request URLs, signed ones too
 
 API_PREFIX = "/v1/{project_id}/digital-human/stylized"
+ASSET_PREFIX_ROOT = "/v1/{project_id}"  # the asset library (issue #14): .../digital-assets[/{id}]
 SORT_KEYS = ("create_time", "update_time", "asset_order")
 SORT_DIRS = ("asc", "desc")
 MAX_PAGE_SIZE = 100
@@ -98,6 +111,21 @@ class JobPage(NamedTuple):
     total: int  # all jobs matching the filters, not just this page
     jobs: list[PictureModelingJob]
     request_id: str | None
+
+
+class AssetPage(NamedTuple):
+    """One page of the asset list call."""
+
+    total: int  # all assets matching the filters, not just this page
+    assets: list[DigitalAsset]
+    request_id: str | None
+
+
+class Downloaded(NamedTuple):
+    """What a streamed download wrote."""
+
+    size: int
+    md5: str  # base64 of the 16-byte MD5 digest, the form the asset library lists
 
 
 class CreatedJob(NamedTuple):
@@ -509,8 +537,8 @@ class MetaStudioHook(BaseHook):
 
     # -- building calls -------------------------------------------------------------------------
 
-    def _url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
-        base = self.config.endpoint + API_PREFIX.format(project_id=self.config.project_id) + "/" + path
+    def _url(self, path: str, query: Mapping[str, Any] | None = None, *, prefix: str = API_PREFIX) -> str:
+        base = self.config.endpoint + prefix.format(project_id=self.config.project_id) + "/" + path
         q = canonical_query({k: v for k, v in (query or {}).items() if v is not None})
         return f"{base}?{q}" if q else base
 
@@ -1129,9 +1157,17 @@ class MetaStudioHook(BaseHook):
         :param out: a binary file object (a local file or an ``ObjectStoragePath`` opened ``wb``).
         """
         call = self._signed_url_call("cover", cover_url, "model_cover_url")
+        refused = (
+            f"the cover URL is refused; it expires at {cover_url_expiry(call.url)}, copy covers "
+            "soon after the job ends"
+        )
+        return self._download(call, out, refused).size
+
+    def _download(self, call: ApiCall, out: IO[bytes], refused: str) -> Downloaded:
+        """Stream a pre-signed URL into ``out`` with the read retries; ``refused`` explains a 401/403."""
         for attempt in tenacity.Retrying(**self._retrying_kwargs(call)):
             with attempt:
-                return self._download_once(call, out)
+                return self._download_once(call, out, refused)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _signed_url_call(self, name: str, url: str, field_name: str) -> ApiCall:
@@ -1142,31 +1178,180 @@ class MetaStudioHook(BaseHook):
             mask_secret(signature)
         return ApiCall(name, "GET", url, authenticated=False)
 
-    def _download_once(self, call: ApiCall, out: IO[bytes]) -> int:
+    def _download_once(self, call: ApiCall, out: IO[bytes], refused: str) -> Downloaded:
         with self._open(call, None) as resp:
             if resp.status_code != 200:
                 body = resp.raw.read(65536, decode_content=True) or b""
                 try:
-                    parse_response("cover", resp.status_code, resp.headers, body)
+                    parse_response(call.name, resp.status_code, resp.headers, body)
                 except MetaStudioAuthError as e:
-                    expires = cover_url_expiry(call.url)
                     raise MetaStudioAuthError(
-                        f"{e} - the cover URL is refused; it expires at {expires}, copy covers "
-                        "soon after the job ends",
+                        f"{e} - {refused}",
                         status=e.status,
                         error_code=e.error_code,
                         error_msg=e.error_msg,
                         request_id=e.request_id,
-                        call="cover",
+                        call=call.name,
                     ) from None
             if hasattr(out, "seekable") and out.seekable():  # a retry starts the file over
                 out.seek(0)
                 out.truncate()
             size = 0
+            digest = hashlib.md5(usedforsecurity=False)  # integrity check against file_md5, not security
             for chunk in resp.iter_content(1 << 16):
                 out.write(chunk)
+                digest.update(chunk)
                 size += len(chunk)
-            return size
+            return Downloaded(size, base64.b64encode(digest.digest()).decode("ascii"))
+
+    # -- digital assets (issue #14) -------------------------------------------------------------
+
+    def _asset_show_call(self, asset_id: str) -> ApiCall:
+        path = "digital-assets/" + validate_asset_id(asset_id)
+        return ApiCall("asset_show", "GET", self._url(path, prefix=ASSET_PREFIX_ROOT))
+
+    def _asset_list_call(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        states: Any = None,
+        asset_types: Any = None,
+        style_id: str | None = None,
+        name: str | None = None,
+        created_since: datetime | str | None = None,
+        created_until: datetime | str | None = None,
+        sort_key: str | None = None,
+        sort_dir: str | None = None,
+        asset_source: str | None = None,
+    ) -> ApiCall:
+        # Page ranges are not stated for this call; the picture-modeling list's 1-100 are assumed.
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise MetaStudioValidationError("page_size", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+        if not isinstance(offset, int) or offset < 0:
+            raise MetaStudioValidationError("offset", "must be a non-negative integer")
+        if sort_key is not None and sort_key not in ASSET_SORT_KEYS:
+            raise MetaStudioValidationError(
+                "sort_key", f"{sort_key!r:.40} is not one of {', '.join(ASSET_SORT_KEYS)}"
+            )
+        if sort_dir is not None and sort_dir not in SORT_DIRS:
+            raise MetaStudioValidationError("sort_dir", f"{sort_dir!r:.40} is not one of asc, desc")
+        if asset_source is not None and asset_source not in ASSET_SOURCES:
+            raise MetaStudioValidationError(
+                "asset_source", f"{asset_source!r:.40} is not one of {', '.join(ASSET_SOURCES)}"
+            )
+        query = {
+            "offset": offset,
+            "limit": limit,
+            "asset_state": _csv(states, "states", [s.value for s in AssetState]),
+            "asset_type": _csv(asset_types, "asset_types", ASSET_TYPES),
+            "style_id": None if style_id is None else validate_job_id(style_id, "style_id"),
+            "name": None if name is None else validate_text(name, "name"),
+            # The contract names these start_time/end_time without saying which time they bound;
+            # the creation time is assumed (the only time an asset has besides update_time).
+            "start_time": _rfc3339(created_since, "created_since"),
+            "end_time": _rfc3339(created_until, "created_until"),
+            "sort_key": sort_key,
+            "sort_dir": sort_dir,
+            "asset_source": asset_source,
+        }
+        return ApiCall("asset_list", "GET", self._url("digital-assets", query, prefix=ASSET_PREFIX_ROOT))
+
+    def get_asset(self, asset_id: str) -> DigitalAsset:
+        """Return one asset of the library (``GET /v1/{project_id}/digital-assets/{asset_id}``).
+
+        :param asset_id: e.g. a picture-modeling job's ``model_asset_id``.
+        """
+        return _parse_asset(self._request(self._asset_show_call(asset_id)), asset_id)
+
+    async def aget_asset(self, asset_id: str) -> DigitalAsset:
+        """Async twin of :meth:`get_asset` for triggers."""
+        await self.aget_config()
+        return _parse_asset(await self._arequest(self._asset_show_call(asset_id)), asset_id)
+
+    def list_assets_page(self, *, offset: int = 0, limit: int = MAX_PAGE_SIZE, **filters: Any) -> AssetPage:
+        """One page of the asset list call; ``filters`` as :meth:`list_assets`."""
+        resp = self._request(self._asset_list_call(offset=offset, limit=limit, **filters))
+        count, items = _parse_listing(resp, "asset_list", "assets", offset, limit)
+        return AssetPage(
+            count, [_parse_asset_item(resp, "asset_list", item) for item in items], resp.request_id
+        )
+
+    def list_assets(
+        self,
+        *,
+        states: Any = None,
+        asset_types: Any = None,
+        style_id: str | None = None,
+        name: str | None = None,
+        created_since: datetime | str | None = None,
+        created_until: datetime | str | None = None,
+        sort_key: str | None = None,
+        sort_dir: str | None = None,
+        asset_source: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[DigitalAsset]:
+        """Yield every asset matching the filters, following offset paging to the end.
+
+        :param states: one ``asset_state`` or several (``AssetState`` or strings).
+        :param asset_types: one ``asset_type`` or several, e.g. ``HUMAN_MODEL``.
+        :param style_id: assets related to this stylization id, e.g. ``system_female_001``.
+        :param name: fuzzy match on the asset name.
+        :param created_since: lower time bound (``start_time``; RFC 3339 string or aware datetime).
+        :param created_until: upper time bound (``end_time``).
+        :param sort_key: ``create_time``, ``update_time`` or ``asset_order``.
+        :param sort_dir: ``asc`` or ``desc``.
+        :param asset_source: ``SYSTEM``, ``CUSTOMIZATION`` (the service's default) or ``ALL``.
+        :param page_size: assets per request, 1-100.
+        """
+        filters = dict(
+            states=states,
+            asset_types=asset_types,
+            style_id=style_id,
+            name=name,
+            created_since=created_since,
+            created_until=created_until,
+            sort_key=sort_key,
+            sort_dir=sort_dir,
+            asset_source=asset_source,
+        )
+        self._asset_list_call(offset=0, limit=page_size, **filters)  # validate before the first yield
+        offset = 0
+        while True:
+            count, assets, _ = self.list_assets_page(offset=offset, limit=page_size, **filters)
+            yield from assets
+            offset += len(assets)
+            if not assets or offset >= count:
+                return
+
+    def download_asset_file(self, file: AssetFile, out: IO[bytes]) -> Downloaded:
+        """Stream one asset file through its pre-signed URL into ``out``, verifying size and MD5.
+
+        The URL is a bearer credential valid for 24 hours: it is never logged or put in an error.
+        A file without ``file_size`` or a well-formed ``file_md5`` (base64, 24 characters) is
+        checked on what it has; the contract promises both.
+
+        :param file: an :class:`AssetFile` of an asset just read with :meth:`get_asset`.
+        :param out: a binary file object (a local file or an ``ObjectStoragePath`` opened ``wb``).
+        :raises MetaStudioChecksumError: the bytes do not match; the message names the file.
+        """
+        if not file.download_url:
+            raise MetaStudioInvalidResponseError(
+                f"Asset file {file.label} has no download_url", call="asset_file"
+            )
+        try:
+            call = self._signed_url_call("asset_file", file.download_url, "download_url")
+        except MetaStudioValidationError:  # its message would quote part of the signed URL
+            raise MetaStudioInvalidResponseError(
+                f"Asset file {file.label} has a download_url that is not an http(s) URL", call="asset_file"
+            ) from None
+        refused = (
+            f"the download URL of {file.label} is refused; it expires at {file.download_url_expires_at} "
+            "(read the asset again for a fresh URL)"
+        )
+        got = self._download(call, out, refused)
+        verify_download(file, got)
+        return got
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call (list, one job), answered within :data:`TEST_BUDGET` seconds:
@@ -1211,6 +1396,46 @@ class MetaStudioHook(BaseHook):
         )
 
 
+def verify_download(file: AssetFile, got: Downloaded) -> None:
+    """Compare what was written with the asset's ``file_size`` and ``file_md5``."""
+    if file.size is not None and got.size != file.size:
+        raise MetaStudioChecksumError(file.label, f"{got.size} bytes received, {file.size} listed")
+    if file.md5_hex is None:
+        log.warning("Asset file %s lists no usable MD5 (%r); only its size was checked", file.label, file.md5)
+    elif got.md5 != file.md5:
+        raise MetaStudioChecksumError(file.label, f"MD5 {got.md5} (base64) received, {file.md5} listed")
+
+
+def _csv(values: Any, field_name: str, allowed: Any) -> str | None:
+    """One value or several, checked against ``allowed``, as the comma-separated list the call takes."""
+    if not values:
+        return None
+    items = [values] if isinstance(values, (str, Enum)) else list(values)
+    names = []
+    for value in items:
+        text = value.value if isinstance(value, Enum) else value
+        if text not in allowed:
+            raise MetaStudioValidationError(field_name, f"{value!r:.40} is not one of {', '.join(allowed)}")
+        names.append(text)
+    return ",".join(names)
+
+
+def _parse_asset_item(resp: ApiResponse, call: str, data: Any) -> DigitalAsset:
+    try:
+        return DigitalAsset.from_api(data)
+    except MetaStudioInvalidResponseError as e:  # add the status and request id support will ask for
+        raise _invalid(call, resp.status, resp.request_id, str(e)) from None
+
+
+def _parse_asset(resp: ApiResponse, asset_id: str) -> DigitalAsset:
+    asset = _parse_asset_item(resp, "asset_show", resp.data)
+    if asset.asset_id != asset_id:  # another asset's files must never pass for this one's
+        raise _invalid(
+            "asset_show", resp.status, resp.request_id, f"the answer is for asset {asset.asset_id!r:.80}"
+        )
+    return asset
+
+
 def _parse_job(resp: ApiResponse, call: str, data: Any) -> PictureModelingJob:
     try:
         return PictureModelingJob.from_api(data)
@@ -1244,8 +1469,16 @@ def _count(value: Any) -> int | None:
 
 
 def _parse_page(resp: ApiResponse, offset: int, limit: int) -> JobPage:
+    count, items = _parse_listing(resp, "list", "picture_modeling_jobs", offset, limit)
+    jobs = [_parse_job(resp, "list", item) for item in items]
+    return JobPage(count, jobs, resp.request_id)
+
+
+def _parse_listing(resp: ApiResponse, call: str, key: str, offset: int, limit: int) -> tuple[int, list[Any]]:
+    """``(count, raw items)`` of a list answer ``{count, <key>: [...]}`` (jobs and assets alike)."""
+
     def invalid(problem: str) -> MetaStudioInvalidResponseError:
-        return _invalid("list", resp.status, resp.request_id, problem)
+        return _invalid(call, resp.status, resp.request_id, problem)
 
     data = resp.data
     if not isinstance(data, dict):
@@ -1254,22 +1487,21 @@ def _parse_page(resp: ApiResponse, offset: int, limit: int) -> JobPage:
         count = _count(data.get("count"))
     except ValueError:
         raise invalid(f"the answer has an invalid count: {data.get('count')!r:.40}") from None
-    items = data.get("picture_modeling_jobs")
+    items = data.get(key)
     if items is None:
         # The SDK reads a missing list as None. Only a count of 0 makes that an empty page: with
         # jobs counted (or no count) it would read as "no jobs" and end a wait.
         if count != 0:
-            raise invalid("the answer has no picture_modeling_jobs list")
+            raise invalid(f"the answer has no {key} list")
         items = []
     if not isinstance(items, list):
-        raise invalid("picture_modeling_jobs is not a list")
+        raise invalid(f"{key} is not a list")
     if count is None:
         # The SDK leaves a missing count as None, which no pager can use. Assume the least that
         # keeps paging right: a short page is the last one, a full page has at least one more job
         # after it (the next request then says), so jobs on later pages are never skipped.
         count = offset + len(items) + (1 if len(items) >= limit else 0)
-    jobs = [_parse_job(resp, "list", item) for item in items]
-    return JobPage(count, jobs, resp.request_id)
+    return count, items
 
 
 def _too_large(call: ApiCall, status: int, headers: Mapping[str, str]) -> MetaStudioInvalidResponseError:

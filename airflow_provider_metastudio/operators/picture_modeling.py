@@ -10,12 +10,14 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_metastudio._compat import BaseOperator, conf, object_storage_path
+from airflow_provider_metastudio.asset_events import emit_outlet_events
 from airflow_provider_metastudio.exceptions import (
     MetaStudioJobFailedError,
     MetaStudioValidationError,
     MetaStudioWaitTimeout,
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.lineage import model_dataset, operator_lineage, path_dataset
 from airflow_provider_metastudio.links.picture_modeling import (
     XCOM_CONSOLE_URL_KEY,
     MetaStudioPictureModelingJobLink,
@@ -142,6 +144,21 @@ class _PictureModelingJobOperator(BaseOperator):
             result["model_cover_path"] = self._copy_cover(job)
             if result["model_cover_path"] is not None:
                 ti.xcom_push(key="model_cover_path", value=result["model_cover_path"])
+        cover_path = result.get("model_cover_path")
+        # No input dataset: a picture_url may itself be a pre-signed URL, not for lineage backends.
+        self._lineage_outputs = (
+            [model_dataset(self.hook.config.project_id, job.model_asset_id)] if job.model_asset_id else []
+        )
+        if cover_path:
+            self._lineage_outputs.append(path_dataset(cover_path))
+        emit_outlet_events(
+            self,
+            context,
+            model_asset_id=job.model_asset_id,
+            job_id=job.job_id,
+            state=job.state,
+            paths=[cover_path] if cover_path else None,
+        )
         self.log.info(
             "Picture modeling job %s %s: model_asset_id=%s cover=%s",
             job.job_id,
@@ -150,6 +167,13 @@ class _PictureModelingJobOperator(BaseOperator):
             redact_url(job.model_cover_url),
         )
         return result
+
+    #: OpenLineage outputs of this try: the model asset and the copied cover (set by _finish).
+    _lineage_outputs: list[tuple[str, str]] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The model asset (and the copied cover) as outputs; None without the OpenLineage provider."""
+        return operator_lineage([], self._lineage_outputs) if self._lineage_outputs else None
 
     def _copy_cover(self, job: PictureModelingJob) -> str | None:
         """Copy the cover to ``cover_destination`` while its signed URL still works."""
@@ -284,6 +308,8 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         if asset_id:  # the contract promises it in the create answer; None is refused by Airflow 3.0
             ti.xcom_push(key="model_asset_id", value=asset_id)
         self._push_console_url(context, asset_id)
+        # Outlet assets learn the model at once (Airflow emits the event only if the task succeeds).
+        emit_outlet_events(self, context, model_asset_id=asset_id or None, job_id=job_id)
         if not self.wait_for_completion:
             return job_id
         if earlier is None:

@@ -154,24 +154,9 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         a skip under ``soft_fail`` (a FAILED job, an API error, a crashed trigger), so this bypasses it
         and applies ``soft_fail`` (and ``never_fail``) itself.
         """
-        try:
-            return super(BaseSensorOperator, self).resume_execution(next_method, next_kwargs, context)
-        except AirflowSkipException:
-            raise
-        except Exception as e:
-            timed_out = _is_timeout(e)
-            if timed_out and self.soft_fail:
-                raise AirflowSkipException(f"Skipping due to soft_fail: {e}") from e
-            if getattr(self, "never_fail", False):
-                raise AirflowSkipException(f"Skipping due to never_fail: {e}") from e
-            if timed_out and not isinstance(e, AirflowSensorTimeout):
-                # Airflow's deferral timeout (DEFER_TIMEOUT_MARGIN after the trigger's own deadline):
-                # the trigger never reported, so this says what is known.
-                raise AirflowSensorTimeout(
-                    f"Picture modeling job {self.job_id} still not finished after the timeout of "
-                    f"{self.timeout:.0f} s; the trigger did not report ({e})"
-                ) from e
-            raise
+        return resume_soft_fail_on_timeout_only(
+            self, next_method, next_kwargs, context, f"Picture modeling job {self.job_id} still not finished"
+        )
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         if is_stale_event(event, context):
@@ -189,6 +174,37 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
             request_id,
         )
         return job.to_dict()
+
+
+def resume_soft_fail_on_timeout_only(
+    sensor: BaseSensorOperator,
+    next_method: str,
+    next_kwargs: dict[str, Any] | None,
+    context: Any,
+    still_waiting: str,
+) -> Any:
+    """Resume a deferred sensor applying ``soft_fail`` to a timeout only (and ``never_fail``).
+
+    :param still_waiting: how a deferral timeout describes the wait, e.g. "Model asset X still not ready".
+    """
+    try:
+        return super(BaseSensorOperator, sensor).resume_execution(next_method, next_kwargs, context)
+    except AirflowSkipException:
+        raise
+    except Exception as e:
+        timed_out = _is_timeout(e)
+        if timed_out and sensor.soft_fail:
+            raise AirflowSkipException(f"Skipping due to soft_fail: {e}") from e
+        if getattr(sensor, "never_fail", False):
+            raise AirflowSkipException(f"Skipping due to never_fail: {e}") from e
+        if timed_out and not isinstance(e, AirflowSensorTimeout):
+            # Airflow's deferral timeout (DEFER_TIMEOUT_MARGIN after the trigger's own deadline):
+            # the trigger never reported, so this says what is known.
+            raise AirflowSensorTimeout(
+                f"{still_waiting} after the timeout of {sensor.timeout:.0f} s; the trigger did not "
+                f"report ({e})"
+            ) from e
+        raise
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -25,7 +25,13 @@ CALL_CREATE_BY_URL = "create_by_url"
 CALL_IAM = "iam"
 CALL_COVER = "cover"
 SERVICE_CALLS: tuple[str, ...] = (CALL_SHOW, CALL_LIST, CALL_CREATE, CALL_CREATE_BY_URL)
-ALL_CALLS: tuple[str, ...] = (*SERVICE_CALLS, CALL_IAM, CALL_COVER)
+# The asset library (issue #14): show and list are signed API calls, asset_file a pre-signed download.
+CALL_ASSET_SHOW = "asset_show"
+CALL_ASSET_LIST = "asset_list"
+CALL_ASSET_FILE = "asset_file"
+ASSET_CALLS: tuple[str, ...] = (CALL_ASSET_SHOW, CALL_ASSET_LIST, CALL_ASSET_FILE)
+ALL_CALLS: tuple[str, ...] = (*SERVICE_CALLS, CALL_IAM, CALL_COVER, *ASSET_CALLS)
+ASSET_OUTCOMES: tuple[str, ...] = ("ACTIVED", "FAILED", "BLOCK")
 
 STYLE_IDS: tuple[str, ...] = ("system_male_001", "system_female_001", "system_male_002", "system_female_002")
 JOB_STATES: tuple[str, ...] = ("WAITING", "PROCESSING", "PARTIAL_SUCCEED", "SUCCEED", "FAILED", "CANCELED")
@@ -174,6 +180,12 @@ class EmulatorConfig:
     :param max_image_height: largest photo height.
     :param keepalive_timeout: real seconds an idle keep-alive connection is kept open.
     :param max_log_entries: how many requests the request log keeps (oldest dropped first).
+    :param asset_active_delay: how long after its job's SUCCEED/PARTIAL_SUCCEED a model asset stays
+        CREATING before it is ACTIVED (the real delay is not stated anywhere).
+    :param asset_outcomes_by_name: fnmatch pattern of the job name -> the asset's state once ready
+        (``ACTIVED``, ``FAILED`` or ``BLOCK``); first match wins, ``ACTIVED`` otherwise.
+    :param asset_url_ttl: lifetime of the assets' pre-signed file URLs (24 hours, as documented).
+        The asset calls have no quota by default (none is stated); set ``rates={"asset_show": 1}``.
     """
 
     host: str = "127.0.0.1"
@@ -220,6 +232,9 @@ class EmulatorConfig:
     max_image_height: int = 2160
     keepalive_timeout: float = 75.0
     max_log_entries: int = 100_000
+    asset_active_delay: float = 5.0
+    asset_outcomes_by_name: Mapping[str, str] = field(default_factory=dict)
+    asset_url_ttl: float = ONE_DAY
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
@@ -241,6 +256,11 @@ class EmulatorConfig:
             raise ValueError("token_ttl and cover_ttl must be positive")
         if self.burst < 1:
             raise ValueError("burst must be at least 1")
+        if self.asset_active_delay < 0 or self.asset_url_ttl <= 0:
+            raise ValueError("asset_active_delay must not be negative, asset_url_ttl must be positive")
+        for state in self.asset_outcomes_by_name.values():
+            if state not in ASSET_OUTCOMES:
+                raise ValueError(f"asset outcome {state!r} is not one of {', '.join(ASSET_OUTCOMES)}")
 
     def fault_rates(self) -> dict[str, float]:
         """The probabilistic fault shares as a ``kind -> share`` mapping."""

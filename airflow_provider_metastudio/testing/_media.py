@@ -6,6 +6,7 @@ imaging library.
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -213,3 +214,62 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, FormPart]:
     if not parts:
         raise MultipartError("multipart body has no named parts")
     return parts
+
+
+# -- 3D models (issue #14) -----------------------------------------------------------------------
+
+GLB_MAGIC = b"glTF"
+_GLB_JSON = 0x4E4F534A  # "JSON"
+_GLB_BIN = 0x004E4942  # "BIN\0"
+
+
+def make_glb(name: str = "model") -> bytes:
+    """A small valid binary glTF 2.0 file: one scene, one node, one triangle mesh.
+
+    Layout (glTF 2.0 spec, "GLB File Format"): a 12-byte header (``glTF``, version 2, total length),
+    a JSON chunk padded with spaces and a BIN chunk padded with zeros, both to 4 bytes.
+
+    :param name: the node's name, so each emulated asset's model differs (and so its MD5).
+    """
+    positions = struct.pack("<9f", 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    gltf = {
+        "asset": {"version": "2.0", "generator": "metastudio-emulator"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0, "name": name}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+        "buffers": [{"byteLength": len(positions)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(positions), "target": 34962}],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,  # FLOAT
+                "count": 3,
+                "type": "VEC3",
+                "min": [0.0, 0.0, 0.0],
+                "max": [1.0, 1.0, 0.0],
+            }
+        ],
+    }
+    json_bytes = json.dumps(gltf, separators=(",", ":")).encode("utf-8")
+    json_bytes += b" " * (-len(json_bytes) % 4)
+    bin_bytes = positions + b"\x00" * (-len(positions) % 4)
+    chunks = struct.pack("<II", len(json_bytes), _GLB_JSON) + json_bytes
+    chunks += struct.pack("<II", len(bin_bytes), _GLB_BIN) + bin_bytes
+    return GLB_MAGIC + struct.pack("<II", 2, 12 + len(chunks)) + chunks
+
+
+def parse_glb(data: bytes) -> dict[str, object]:
+    """The JSON chunk of a GLB, after checking the header and chunk lengths (for tests)."""
+    if len(data) < 20 or data[:4] != GLB_MAGIC:
+        raise ValueError("not a GLB file")
+    version, length = struct.unpack_from("<II", data, 4)
+    if version != 2 or length != len(data):
+        raise ValueError(f"GLB version {version}, length {length} for {len(data)} bytes")
+    chunk_length, chunk_type = struct.unpack_from("<II", data, 12)
+    if chunk_type != _GLB_JSON or 20 + chunk_length > len(data):
+        raise ValueError("the first GLB chunk is not a complete JSON chunk")
+    parsed = json.loads(data[20 : 20 + chunk_length])
+    if not isinstance(parsed, dict):
+        raise ValueError("the GLB JSON chunk is not an object")
+    return parsed

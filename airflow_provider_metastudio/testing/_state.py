@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from airflow_provider_metastudio.testing import _signing
 from airflow_provider_metastudio.testing._config import (
+    ASSET_CALLS,
     CALL_COVER,
     CALL_CREATE,
     CALL_CREATE_BY_URL,
@@ -474,6 +475,10 @@ class EmulatorState:
         self._paths: Counter[str] = Counter()
         self._jobs_created: Counter[str] = Counter()
         self._tokens_issued = 0
+        # the asset library (issue #14): one model asset per job, derived from the job's timeline
+        from airflow_provider_metastudio.testing._assets import AssetLibrary
+
+        self.assets = AssetLibrary(self)
 
     # ---------------------------------------------------------------- time
 
@@ -1095,13 +1100,8 @@ class EmulatorState:
     # ---------------------------------------------------------------- views
 
     def cover_url(self, job: Job, now: float) -> str:
-        expires = int(now + self.config.cover_ttl)
         path = f"/obs/{job.project_id}/{job.model_asset_id}/{job.cover_key}.png"
-        signature = self._obs_signature(path, expires)
-        return (
-            f"{self.base_url}{path}?AccessKeyId={OBS_ACCESS_KEY}&Expires={expires}"
-            f"&Signature={quote(signature, safe='')}"
-        )
+        return self.presigned_url(path, self.config.cover_ttl, now)
 
     def _obs_signature(self, path: str, expires: int) -> str:
         # OBS query-string signing (V2): base64 HMAC-SHA1 over "GET\n\n\n<Expires>\n<resource>".
@@ -1414,6 +1414,32 @@ class EmulatorState:
         self, project_id: str, asset_id: str, object_name: str, raw_path: str, raw_query: str, request_id: str
     ) -> Reply:
         """Serve a cover PNG for a valid, unexpired pre-signed URL; 403/404 XML otherwise."""
+        refused = self.check_presigned(raw_path, raw_query, request_id)
+        if refused is not None:
+            return refused
+        with self.lock:
+            job = next((j for j in self._jobs.values() if j.model_asset_id == asset_id), None)
+            found = (
+                job is not None
+                and job.project_id == project_id
+                and object_name == f"{job.cover_key}.png"
+                and job.timeline(self.now())[0] == "SUCCEED"
+            )
+        if not found:
+            return obs_error(404, "NoSuchKey", "The specified key does not exist.", request_id)
+        return Reply(200, cover_png(), "image/png", {"Cache-Control": "private, max-age=0"})
+
+    def presigned_url(self, path: str, ttl: float, now: float) -> str:
+        """``path`` on this emulator, pre-signed OBS-style (V2 query signing) for ``ttl`` seconds."""
+        expires = int(now + ttl)
+        signature = self._obs_signature(path, expires)
+        return (
+            f"{self.base_url}{path}?AccessKeyId={OBS_ACCESS_KEY}&Expires={expires}"
+            f"&Signature={quote(signature, safe='')}"
+        )
+
+    def check_presigned(self, raw_path: str, raw_query: str, request_id: str) -> Reply | None:
+        """None for a valid, unexpired pre-signed URL; OBS's 403 XML answer otherwise."""
         query = parse_qs(raw_query, keep_blank_values=True)
         ak = (query.get("AccessKeyId") or [""])[-1]
         expires_text = (query.get("Expires") or [""])[-1]
@@ -1440,17 +1466,7 @@ class EmulatorState:
             )
         if self.now() >= expires:
             return obs_error(403, "AccessDenied", "Request has expired", request_id)
-        with self.lock:
-            job = next((j for j in self._jobs.values() if j.model_asset_id == asset_id), None)
-            found = (
-                job is not None
-                and job.project_id == project_id
-                and object_name == f"{job.cover_key}.png"
-                and job.timeline(self.now())[0] == "SUCCEED"
-            )
-        if not found:
-            return obs_error(404, "NoSuchKey", "The specified key does not exist.", request_id)
-        return Reply(200, cover_png(), "image/png", {"Cache-Control": "private, max-age=0"})
+        return None
 
     # ---------------------------------------------------------------- reset
 
@@ -1466,6 +1482,7 @@ class EmulatorState:
             self._job_errors.clear()
             self._list_quirks = ListQuirks()
             self.reset_counters()
+            self.assets.reset()
 
 
 def _matches(pattern: str, call: str) -> bool:
@@ -1473,7 +1490,7 @@ def _matches(pattern: str, call: str) -> bool:
 
 
 def _check_call(call: str) -> None:
-    if call != "*" and call not in (*SERVICE_CALLS, CALL_IAM, CALL_COVER):
+    if call != "*" and call not in (*SERVICE_CALLS, CALL_IAM, CALL_COVER, *ASSET_CALLS):
         raise ValueError(f"unknown call {call!r}")
 
 

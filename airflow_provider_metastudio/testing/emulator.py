@@ -39,7 +39,11 @@ Behaviour worth knowing:
   ``GET|PUT|DELETE /_emulator/list-quirks``; ``POST /_emulator/outages``; ``GET|POST /_emulator/outcomes``;
   ``GET /_emulator/counters``; ``GET /_emulator/requests``; ``POST /_emulator/reset-counters``;
   ``GET|POST /_emulator/clock``; ``POST /_emulator/tokens``; ``POST /_emulator/tokens/expire``;
-  ``GET|PUT /_emulator/quotas``; ``POST /_emulator/reset``.
+  ``GET|PUT /_emulator/quotas``; ``POST /_emulator/reset``; the asset library:
+  ``GET /_emulator/assets/{id}``, ``POST /_emulator/assets/{id}/state``,
+  ``PUT|DELETE /_emulator/assets/{id}/corrupt``, ``GET|POST /_emulator/asset-outcomes``.
+- The asset library (``testing/_assets.py``): ``GET /v1/{project_id}/digital-assets[/{asset_id}]``
+  and pre-signed file downloads under ``/obs/{project}/{asset}/files/{file_id}/{name}``.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from airflow_provider_metastudio.testing._config import (
     ALL_CALLS,
+    CALL_ASSET_FILE,
+    CALL_ASSET_LIST,
+    CALL_ASSET_SHOW,
     CALL_COVER,
     CALL_CREATE,
     CALL_CREATE_BY_URL,
@@ -98,6 +105,13 @@ _ROUTES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
     (re.compile(_PREFIX + r"picture-modelings-by-url$"), {"POST": CALL_CREATE_BY_URL}),
     (re.compile(r"^/v3/auth/tokens$"), {"POST": CALL_IAM}),
     (re.compile(r"^/obs/(?P<project>[^/]+)/(?P<asset>[^/]+)/(?P<object>[^/]+)$"), {"GET": CALL_COVER}),
+    # the asset library (issue #14)
+    (re.compile(r"^/v1/(?P<project>[^/?]+)/digital-assets/(?P<asset>[^/?]+)$"), {"GET": CALL_ASSET_SHOW}),
+    (re.compile(r"^/v1/(?P<project>[^/?]+)/digital-assets$"), {"GET": CALL_ASSET_LIST}),
+    (
+        re.compile(r"^/obs/(?P<project>[^/]+)/(?P<asset>[^/]+)/files/(?P<file>[^/]+)/(?P<object>[^/]+)$"),
+        {"GET": CALL_ASSET_FILE},
+    ),
 )
 _ADMIN_RE = re.compile(r"^/_emulator(?P<rest>/.*)?$")
 _DISCARD_LIMIT_FACTOR = 8  # bodies up to 8x the limit are read and discarded to keep the connection
@@ -413,6 +427,18 @@ class _Handler(BaseHTTPRequestHandler):
                 raw_query,
                 request_id,
             )
+        if call == CALL_ASSET_FILE:
+            throttled = state.throttle(CALL_ASSET_FILE, unquote(params["project"]))
+            if throttled is not None:  # only when an "asset_file" rate is configured
+                return throttled
+            return state.assets.download(
+                unquote(params["project"]),
+                unquote(params["asset"]),
+                unquote(params["file"]),
+                raw_path,
+                raw_query,
+                request_id,
+            )
         project = unquote(params["project"])
         principal = state.authenticate(
             method=method,
@@ -435,6 +461,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "Invalid parameter: X-App-UserId must be printable ASCII (no Chinese characters)",
             )
         content_type = self.headers.get("Content-Type")
+        if call == CALL_ASSET_SHOW:
+            return state.assets.show(project, unquote(params["asset"]))
+        if call == CALL_ASSET_LIST:
+            return state.assets.list(project, raw_query)
         if call == CALL_SHOW:
             return state.show(project, unquote(params["job"]))
         if call == CALL_LIST:
@@ -533,6 +563,26 @@ def _admin_call(state: EmulatorState, method: str, path: str, payload: dict[str,
                 error_msg=payload.get("error_msg"),
             )
             return json_reply(200, state.job_info(job))
+    if parts[:1] == ["assets"] and len(parts) >= 2:  # the asset library (issue #14)
+        asset_id = unquote(parts[1])
+        if method == "GET" and len(parts) == 2:
+            return json_reply(200, state.assets.info(state.assets.job_of(asset_id)))
+        if method == "POST" and parts[2:] == ["state"]:
+            if not isinstance(payload.get("state"), str):
+                raise ValueError('body must be {"state": "DELETED"} (or another asset state)')
+            return json_reply(200, state.assets.force_state(asset_id, payload["state"]))
+        if parts[2:] == ["corrupt"] and method in ("PUT", "POST"):
+            state.assets.corrupt(asset_id, str(payload.get("category", "MAIN")), payload.get("count"))
+            return json_reply(200, dict(state.assets.settings()))
+        if parts[2:] == ["corrupt"] and method == "DELETE":
+            state.assets.clear_corruption(asset_id)
+            return json_reply(200, dict(state.assets.settings()))
+    if parts == ["asset-outcomes"] and method in ("GET", "POST"):
+        if method == "POST":
+            if "pattern" not in payload:
+                raise ValueError('body must be {"pattern": "*blocked*", "state": "BLOCK"}')
+            state.assets.set_outcome(str(payload["pattern"]), payload.get("state"))
+        return json_reply(200, dict(state.assets.settings()))
     if parts == ["faults"]:
         if method == "GET":
             return json_reply(200, state.fault_settings())
@@ -1102,3 +1152,32 @@ class MetaStudioEmulator:
         """Forget jobs, tokens, quota history, one-shot faults, outages, per-job errors, list quirks
         and counters; keep fault shares, quotas and outcomes."""
         self.state.reset()
+
+    # ------------------------------------------------------------------ the asset library (issue #14)
+
+    def get_asset(self, asset_id: str) -> dict[str, Any]:
+        """The asset as ``GET /v1/{project_id}/digital-assets/{asset_id}`` would show it now.
+
+        :raises KeyError: no job has this ``model_asset_id``.
+        """
+        return self.state.assets.info(self.state.assets.job_of(asset_id))
+
+    def asset_file_bytes(self, asset_id: str, category: str = "MAIN") -> bytes:
+        """The true content of one of an asset's files (whatever its state)."""
+        files = self.state.assets.files(self.state.assets.job_of(asset_id))
+        return next(f.data for f in files if f.category == category)
+
+    def set_asset_state(self, asset_id: str, state: str) -> dict[str, Any]:
+        """Pin an asset to ``state`` from now on (``DELETED``, ``BLOCK``, ``FAILED``, an unknown word)."""
+        return self.state.assets.force_state(asset_id, state)
+
+    def set_asset_outcome(self, pattern: str, state: str | None) -> None:
+        """Assets of jobs whose name matches ``pattern`` end ``ACTIVED``, ``FAILED`` or ``BLOCK``."""
+        self.state.assets.set_outcome(pattern, state)
+
+    def corrupt_asset_file(self, asset_id: str, category: str = "MAIN", count: int | None = None) -> None:
+        """Serve wrong bytes (same length, so only the MD5 tells) for one of an asset's files.
+
+        :param count: how many downloads are corrupted; None: every one until :meth:`reset`.
+        """
+        self.state.assets.corrupt(asset_id, category, count)

@@ -77,7 +77,9 @@ def make_hook(rate_limits=False):
     config = MetaStudioConnectionConfig.from_parts(
         login="HPUAEXAMPLEAK0000001",
         password="SKsecret-asset-tests",
-        extra={"project_id": PROJECT_ID, "endpoint": ENDPOINT, "rate_limits": rate_limits},
+        extra={"project_id": PROJECT_ID, "rate_limits": rate_limits},
+        host=urlsplit(ENDPOINT).hostname,
+        schema=urlsplit(ENDPOINT).scheme,
     )
     return MetaStudioHook(config=config, retry_limit=2, retry_delay=0)
 

@@ -31,7 +31,10 @@ pytestmark = pytest.mark.metastudio_emulator(
 def hook(metastudio_emulator: MetaStudioEmulator) -> MetaStudioHook:
     conn = metastudio_emulator.connection_dict()
     config = MetaStudioConnectionConfig.from_parts(
-        login=conn["login"], password=conn["password"], extra={**conn["extra"], "rate_limits": False}
+        login=conn["login"],
+        password=conn["password"],
+        extra={**conn["extra"], "rate_limits": False},
+        **metastudio_emulator.connection_destination(),
     )
     return MetaStudioHook(config=config, retry_delay=0, retry_limit=1)
 

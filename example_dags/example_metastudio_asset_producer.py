@@ -33,12 +33,15 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["metastudio", "example"],
+    params={"picture_url": "https://photos.example.com/faces/face.png"},
 ) as dag:
     create_job = MetaStudioCreatePictureModelingJobOperator(
         task_id="create_job",
-        picture_url="https://photos.example.com/faces/{{ ds }}.png",
+        # A run triggered by hand or by the API has no logical date on Airflow 3 ({{ ds }} is
+        # undefined there): the run id names the model, unique per run as retries require.
+        picture_url="{{ params.picture_url }}",
         style_id="system_female_001",
-        name="model_{{ ds_nodash }}_{{ run_id }}",
+        name="model_{{ run_id }}",
         wait_for_completion=False,
     )
     wait_for_job = MetaStudioPictureModelingJobSensor(

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow_procs import BIN, airflow_cli, base_env, free_port, start, stop
@@ -24,15 +25,19 @@ from airflow_provider_metastudio._compat import AIRFLOW_V_3
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "example_metastudio_picture_modeling"
 WAITS_DAG_ID = "fullstack_three_waits"
+PRODUCER_DAG_ID = "example_metastudio_asset_producer"
+CONSUMER_DAG_ID = "example_metastudio_asset_consumer"
+ALL_DAGS = (DAG_ID, WAITS_DAG_ID, PRODUCER_DAG_ID, CONSUMER_DAG_ID)
 
 pytestmark = pytest.mark.metastudio_emulator(waiting_seconds=2, processing_seconds=6)
 
 
 def _dags_folder(tmp_path: Path) -> Path:
-    """The example DAG and this suite's own DAG, side by side."""
+    """The example DAGs (main; asset producer and consumer) and this suite's own DAG, side by side."""
     folder = tmp_path / "dags"
     folder.mkdir()
-    shutil.copy(REPO / "example_dags" / f"{DAG_ID}.py", folder)
+    for dag_id in (DAG_ID, PRODUCER_DAG_ID, CONSUMER_DAG_ID):
+        shutil.copy(REPO / "example_dags" / f"{dag_id}.py", folder)
     shutil.copy(Path(__file__).parent / "dags" / f"{WAITS_DAG_ID}.py", folder)
     return folder
 
@@ -54,16 +59,19 @@ def airflow_env(tmp_path, metastudio_emulator):
         AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
         AIRFLOW_CONN_METASTUDIO_DEFAULT=metastudio_emulator.connection_json(),
         METASTUDIO_COVER_DIR=str(tmp_path / "covers"),
+        METASTUDIO_MODEL_DIR=str(tmp_path / "models"),
+        METASTUDIO_PROJECT_ID=metastudio_emulator.project_id,
     )
     airflow_cli(env, "db", "migrate")
     return env
 
 
-def _xcoms(home: Path, run_id: str) -> dict[tuple[str, str], object]:
+def _xcoms(home: Path, run_id: str, dag_id: str = DAG_ID) -> dict[tuple[str, str], Any]:
     db = sqlite3.connect(home / "airflow.db")
     try:
         rows = db.execute(
-            "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)
+            "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ? AND map_index = -1",
+            (dag_id, run_id),
         )
         out = {}
         for task_id, key, value in rows.fetchall():
@@ -74,13 +82,23 @@ def _xcoms(home: Path, run_id: str) -> dict[tuple[str, str], object]:
         db.close()
 
 
+def _only_run(home: Path, dag_id: str) -> str:
+    db = sqlite3.connect(home / "airflow.db")
+    try:
+        (run_id,) = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ?", (dag_id,)).fetchone()
+        return run_id
+    finally:
+        db.close()
+
+
 def _dag_parsed(home: Path) -> bool:
     db = sqlite3.connect(home / "airflow.db")
     try:
+        marks = ", ".join("?" for _ in ALL_DAGS)
         found = db.execute(
-            "SELECT COUNT(DISTINCT dag_id) FROM serialized_dag WHERE dag_id IN (?, ?)", (DAG_ID, WAITS_DAG_ID)
+            f"SELECT COUNT(DISTINCT dag_id) FROM serialized_dag WHERE dag_id IN ({marks})", ALL_DAGS
         ).fetchone()
-        return found[0] == 2
+        return found[0] == len(ALL_DAGS)
     except sqlite3.OperationalError:
         return False
     finally:
@@ -90,6 +108,11 @@ def _dag_parsed(home: Path) -> bool:
 def _run_state(home: Path, run_id: str, dag_id: str = DAG_ID) -> tuple[str | None, dict[str, str | None]]:
     db = sqlite3.connect(home / "airflow.db")
     try:
+        if run_id == "*":  # the DAG's only run (one the scheduler started)
+            row = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ?", (dag_id,)).fetchone()
+            if row is None:
+                return None, {}
+            run_id = row[0]
         state = db.execute(
             "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
         ).fetchone()
@@ -114,11 +137,11 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
         components += [("dag-processor",), ("api-server", "--port", airflow_env["AIRFLOW__API__PORT"])]
     procs = [start(airflow_env, tmp_path, *c) for c in components]
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not _dag_parsed(home):
             time.sleep(2)
-        airflow_cli(airflow_env, "dags", "unpause", DAG_ID)
-        airflow_cli(airflow_env, "dags", "unpause", WAITS_DAG_ID)
+        for dag_id in ALL_DAGS:
+            airflow_cli(airflow_env, "dags", "unpause", dag_id)
         run_id = f"fullstack_{int(time.time())}"
         conf = json.dumps({"cover_dir": str(tmp_path / "covers"), "poll_interval": 2})
         airflow_cli(airflow_env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", conf)
@@ -131,9 +154,12 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
         ]
         conf = json.dumps({"job_ids": [j["job_id"] for j in waited]})
         airflow_cli(airflow_env, "dags", "trigger", WAITS_DAG_ID, "--run-id", run_id, "--conf", conf)
+        # The producer's asset event must make the scheduler start the consumer on its own.
+        airflow_cli(airflow_env, "dags", "trigger", PRODUCER_DAG_ID, "--run-id", run_id)
+        runs = {DAG_ID: run_id, WAITS_DAG_ID: run_id, PRODUCER_DAG_ID: run_id, CONSUMER_DAG_ID: "*"}
         states: dict[str, tuple[str | None, dict[str, str | None]]] = {}
         while time.monotonic() < deadline:
-            states = {d: _run_state(home, run_id, d) for d in (DAG_ID, WAITS_DAG_ID)}
+            states = {d: _run_state(home, r, d) for d, r in runs.items()}
             if all(s in ("success", "failed") for s, _ in states.values()):
                 break
             time.sleep(2)
@@ -177,7 +203,14 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
     manifest = x[("process_model", "return_value")]
     assert manifest["model_asset_id"] == job["model_asset_id"]
     assert manifest["cover"]["width"] > 0
-    assert metastudio_emulator.counters()["jobs_created"] == 1  # API creates only
+    # The consumer, started by the scheduler from the producer's asset event, downloaded and checked
+    # the producer's model (a GLB file verified by MD5).
+    produced = _xcoms(home, run_id, PRODUCER_DAG_ID)[("create_job", "model_asset_id")]
+    consumer_run = _only_run(home, CONSUMER_DAG_ID)
+    checked = _xcoms(home, consumer_run, CONSUMER_DAG_ID)[("check_models", "return_value")]
+    assert [c["model_asset_id"] for c in checked] == [produced]
+    assert Path(checked[0]["glb"]).read_bytes()[:4] == b"glTF"
+    assert metastudio_emulator.counters()["jobs_created"] == 2  # API creates: main example, producer
     # Each process keeps the quota on its own and they do not coordinate (the README's advice: a
     # pool, or deferrable sensors). Here four sensors' first pokes (four worker processes) and the
     # triggerer's poller meet within seconds: some calls draw a 429, and each must be retried to

@@ -43,7 +43,12 @@ def _child_details(spec: dict[str, Any]) -> dict[str, Any]:
 
     conn = spec["conn"]
     config = MetaStudioConnectionConfig.from_parts(
-        login=conn["login"], password=conn["password"], extra=conn["extra"]
+        login=conn["login"],
+        password=conn["password"],
+        extra=conn["extra"],
+        host=conn.get("host"),
+        port=conn.get("port"),
+        schema=conn.get("schema"),
     )
     hook = MetaStudioHook(config=config)
     _handshake()

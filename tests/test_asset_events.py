@@ -67,6 +67,14 @@ def test_asset_uri_helper_and_registration():
         }
 
 
+# Airflow 3.0's Asset is not hashable (its OutletEventAccessors keys events by the asset's key); the
+# dict standing in for it here needs 2.11's or 3.3's hashable one.
+UNHASHABLE_ASSET = pytest.mark.skipif(
+    __import__("airflow").__version__.startswith("3.0."), reason="Airflow 3.0's Asset is not hashable"
+)
+
+
+@UNHASHABLE_ASSET
 def test_emit_sets_extra_only_on_asset_outlets():
     library = Asset(asset_uri(PROJECT))
     seen: dict = {}
@@ -96,6 +104,7 @@ def test_example_dags_import(name):
         assert {"models_from_events", "download_model", "check_models"} <= set(module.dag.task_ids)
 
 
+@UNHASHABLE_ASSET
 def test_consumer_reads_models_from_triggering_events():
     spec = importlib.util.spec_from_file_location(
         "consumer", EXAMPLES / "example_metastudio_asset_consumer.py"

@@ -11,11 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_metastudio._compat import AIRFLOW_VERSION
 from airflow_provider_metastudio.testing._media import PNG_SIGNATURE, parse_glb
 
-pytestmark = pytest.mark.metastudio_emulator(
-    waiting_seconds=1, processing_seconds=2, asset_active_delay=2, seed=5
+# Airflow 3.0's dag.test() refuses a task whose outlet asset no DAG processor has registered as
+# active (AirflowInactiveAssetInInletOrOutletException); 2.11 and 3.3 run these DAGs as written.
+ON_AIRFLOW_3_0 = pytest.mark.skipif(
+    AIRFLOW_VERSION.startswith("3.0."), reason="Airflow 3.0 dag.test() needs outlet assets registered"
 )
+
+pytestmark = [
+    ON_AIRFLOW_3_0,
+    pytest.mark.metastudio_emulator(waiting_seconds=1, processing_seconds=2, asset_active_delay=2, seed=5),
+]
 MODES = ("poke", "reschedule", "deferrable")
 
 

@@ -199,7 +199,9 @@ def test_proxy_extra_is_used_without_variables_and_before_them(
 def test_bad_proxy_extra_is_refused_without_quoting_it():
     with pytest.raises(Exception, match="proxy") as exc:
         MetaStudioConnectionConfig.from_parts(
-            login="ak", password="sk", extra={"project_id": "p" * 32, "proxy": "socks5://u:hidden-pw@h:1"}
+            login="ak",
+            password="sk-transport-proxy-test",
+            extra={"project_id": "p" * 32, "proxy": "socks5://u:hidden-pw@h:1"},
         )
     assert "hidden-pw" not in str(exc.value)
 
@@ -251,7 +253,7 @@ def test_both_transports_take_tls_verification_from_the_connection_first(
         verify = expected = str(bundle)
     hook = MetaStudioHook(
         config=MetaStudioConnectionConfig.from_parts(
-            login="ak", password="sk", extra={"project_id": "p" * 32, "verify": verify}
+            login="ak", password="sk-transport-verify-test", extra={"project_id": "p" * 32, "verify": verify}
         )
     )
     url = hook.config.endpoint + "/x"

@@ -175,6 +175,7 @@ class TenantPoller:
         self._troubles: dict[str, _Trouble] = {}  # "list" / "details" -> the current outage
         self._auth_since: float | None = None
         self._net_next = 0.0  # monotonic: earliest next safety-net call
+        self._closed = False
         self._last_round = 0.0
         self.refs = 0
 
@@ -214,18 +215,20 @@ class TenantPoller:
         ]
 
     async def close(self) -> None:
+        # Python 3.11's wait_for can swallow a cancellation that races its timeout; the loops also
+        # stop on this flag, and close() never waits on them unbounded.
+        self._closed = True
+        self._list_wake.set()
+        self._details_wake.set()
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
 
     async def _guard(self, loop_fn: Callable[[], Awaitable[None]]) -> None:
         # A bug in a loop must never leave triggers waiting on a dead poller: restart it, slowly.
-        while True:
+        while not self._closed:
             try:
                 await loop_fn()
             except asyncio.CancelledError:
@@ -238,7 +241,7 @@ class TenantPoller:
 
     async def _list_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             if not self.watches:
                 self._list_wake.clear()
                 await self._list_wake.wait()
@@ -365,7 +368,7 @@ class TenantPoller:
 
     async def _details_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             now = time.monotonic()
             job_id, wait = self._next_details(now)
             if job_id is None:

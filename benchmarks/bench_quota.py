@@ -14,7 +14,7 @@ an installed wheel), with its own process-wide rate limiter, as workers and trig
     python benchmarks/bench_quota.py                 # 10 x 1 details, 2 x 500 waits (~3 min)
     python benchmarks/bench_quota.py --quick         # 10 x 1 details, 2 x 50 waits
 
-``tests/test_quota_processes.py`` runs the same functions, smaller, as a test.
+``tests/integration/test_quota_processes.py`` runs the same functions, smaller, as a test.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import requests
-from airflow_procs import BIN, airflow_cli, base_env, free_port, start, stop
 from packaging.version import Version
+from testsupport.airflow_procs import BIN, airflow_cli, base_env, free_port, start, stop
 
 from airflow_provider_metastudio.testing import EmulatorConfig, MetaStudioEmulator
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_procs import BIN, airflow_cli, base_env, free_port, start, stop
+from testsupport.airflow_procs import BIN, airflow_cli, base_env, free_port, start, stop
 
 from airflow_provider_metastudio._compat import AIRFLOW_V_3
 

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from testsupport import REPO
 
 from airflow_provider_metastudio import __version__
 from airflow_provider_metastudio.get_provider_info import get_provider_info
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_airflow_providers_list_shows_the_provider():

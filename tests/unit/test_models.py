@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from testsupport import DATA
 
 from airflow_provider_metastudio.exceptions import MetaStudioInvalidResponseError
 from airflow_provider_metastudio.models import (
@@ -20,7 +20,7 @@ from airflow_provider_metastudio.models import (
     redact_url,
 )
 
-JOB_SUCCEED = json.loads((Path(__file__).parent / "data" / "job_succeed.json").read_text())
+JOB_SUCCEED = json.loads((DATA / "job_succeed.json").read_text())
 COVER_SIGNATURE = "DXJ9rIuf0Sf4aDlR95icBU%2Bu9Y8%3D"
 COVER_EXPIRES_AT = datetime(2022, 11, 18, 6, 14, 24, tzinfo=timezone.utc)  # Expires=1668752064
 JOB_FAILED = {

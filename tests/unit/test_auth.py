@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 import pytest
 import requests
+from testsupport import DATA
 
 from airflow_provider_metastudio.auth import (
     AkSkSigner,
@@ -22,7 +22,7 @@ from airflow_provider_metastudio.auth import (
     string_to_sign,
 )
 
-VECTORS = json.loads((Path(__file__).parent / "data" / "aksk_signing_vectors.json").read_text())["vectors"]
+VECTORS = json.loads((DATA / "aksk_signing_vectors.json").read_text())["vectors"]
 SIGNER_VECTORS = [v for v in VECTORS if v["kind"] == "signer"]
 WIRE_VECTORS = [v for v in VECTORS if v["kind"] == "wire"]
 

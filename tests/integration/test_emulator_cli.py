@@ -9,16 +9,16 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from testsupport import REPO
 
 from airflow_provider_metastudio.testing import EmulatorConfig, MetaStudioEmulator
 from airflow_provider_metastudio.testing.__main__ import build_parser, config_from_args
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = REPO
 
 
 def _readline(stream: Any, timeout: float) -> str:

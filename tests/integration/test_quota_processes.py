@@ -7,18 +7,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
+from testsupport import BENCHMARKS
 
 # Minutes of real processes: once per matrix, on the newest Airflow (with the full-stack test).
 pytestmark = pytest.mark.skipif(
     os.environ.get("METASTUDIO_FULLSTACK", "1") == "0", reason="runs once per matrix, on the newest Airflow"
 )
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_quota", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_quota.py"
-)
+_spec = importlib.util.spec_from_file_location("bench_quota", BENCHMARKS / "bench_quota.py")
 assert _spec and _spec.loader
 bench_quota = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_quota)

@@ -28,6 +28,7 @@ from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from testsupport import E2E_DAGS
 
 from airflow_provider_metastudio._compat import AIRFLOW_V_3, AIRFLOW_VERSION, TaskDeferred
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
@@ -81,7 +82,7 @@ pytestmark = pytest.mark.metastudio_emulator(
 )
 
 CONN_ENV = "AIRFLOW_CONN_METASTUDIO_DEFAULT"
-DAG_DIR = Path(__file__).parent / "e2e" / "dags"
+DAG_DIR = E2E_DAGS
 DAG_FILES = {"e2e": DAG_DIR / "metastudio_e2e_dags.py", "faults": DAG_DIR / "metastudio_fault_dags.py"}
 SIGNATURE_RE = re.compile(r"Signature=([0-9a-fA-F]{64})")
 MASKED = "***"

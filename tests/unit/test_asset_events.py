@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
+from testsupport import EXAMPLE_DAGS
 
 from airflow_provider_metastudio.asset_events import asset_uri, emit_outlet_events, sanitize_uri
 from airflow_provider_metastudio.get_provider_info import get_provider_info
 
 PROJECT = "5f0e6b3a9c1d4e7f8a2b3c4d5e6f7a8b"
 ASSET = "4b1d0f5e7a9c4c2e8f3a6b5d7c9e1f20"
-EXAMPLES = Path(__file__).parent.parent / "example_dags"
+EXAMPLES = EXAMPLE_DAGS
 
 try:
     from airflow.sdk import Asset

@@ -20,13 +20,13 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 import pytest
 import requests
+from testsupport import DATA
 
 from airflow_provider_metastudio.testing import (
     Credentials,
@@ -42,7 +42,7 @@ from airflow_provider_metastudio.testing import (
 
 pytestmark = pytest.mark.metastudio_emulator(quotas_enabled=False)
 
-VECTORS_FILE = Path(__file__).resolve().parent.parent / "data" / "aksk_signing_vectors.json"
+VECTORS_FILE = DATA / "aksk_signing_vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())["vectors"]
 WIRE = [v for v in VECTORS if v["kind"] == "wire"]
 SIGNER = [v for v in VECTORS if v["kind"] == "signer"]

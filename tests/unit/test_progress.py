@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
+from testsupport import DATA
 
 from airflow_provider_metastudio.models import PictureModelingJob
 from airflow_provider_metastudio.progress import JobProgress
 
 LOGGER_NAME = "tests.progress"
-JOB_SUCCEED = json.loads((Path(__file__).parent / "data" / "job_succeed.json").read_text())
+JOB_SUCCEED = json.loads((DATA / "job_succeed.json").read_text())
 JOB_ID = JOB_SUCCEED["job_id"]
 COVER_SIGNATURE = "DXJ9rIuf0Sf4aDlR95icBU%2Bu9Y8%3D"
 

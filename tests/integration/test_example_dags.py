@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from pathlib import Path
 
 import pytest
+from testsupport import EXAMPLE_DAGS
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "example_dags" / "example_metastudio_external_job.py"
+EXAMPLE = EXAMPLE_DAGS / "example_metastudio_external_job.py"
 
 try:  # Airflow >= 3.0
     from airflow.sdk.definitions.param import ParamValidationError

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 import urllib3.exceptions
+from testsupport import DATA
 from urllib3.connection import HTTPConnection
 
 import airflow_provider_metastudio.hooks.metastudio as hook_module
@@ -48,7 +49,6 @@ from airflow_provider_metastudio.hooks.metastudio import (
 from airflow_provider_metastudio.models import JobState, PictureModelingJob
 from airflow_provider_metastudio.ratelimit import RateLimiter
 
-DATA = Path(__file__).parent.parent / "data"
 JOB_SUCCEED = json.loads((DATA / "job_succeed.json").read_text())
 
 PROJECT_ID = "0d697589d98091f12f92c0073501cd79"

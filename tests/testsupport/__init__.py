@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
@@ -11,3 +12,29 @@ DATA = TESTS / "data"
 E2E_DAGS = TESTS / "e2e" / "dags"
 EXAMPLE_DAGS = REPO / "example_dags"
 BENCHMARKS = REPO / "benchmarks"
+
+#: Job (and asset) ids every layer must refuse before building a request, by case name. A job id
+#: becomes one URL path segment (``.../pictures/modeling-jobs/{job_id}``), so anything that could
+#: leave that segment, change the request or break its headers is refused. Parametrize with
+#: ``BAD_JOB_IDS.values(), ids=list(BAD_JOB_IDS)``.
+BAD_JOB_IDS: dict[str, Any] = {
+    "dot-dot": "../x",  # climbs to another path of the API
+    "slash": "a/b",  # a second path segment
+    "query": "a?b",  # starts the query string
+    "fragment": "a#b",  # cuts the URL short
+    "encoded-slash": "%2F",  # a slash once a proxy or the gateway decodes it
+    "empty": "",  # the list endpoint instead of one job
+    "whitespace": "   ",  # nothing but blanks
+    "leading-space": " x",  # a pasted id with a blank before it
+    "inner-space": "a b",  # not an id character
+    "tab": "\t",  # a control character
+    "trailing-newline": "abc\n",  # a templated value read from a file
+    "crlf-injection": "abc\r\nX-Evil: 1",  # a header injected into the request
+    "unicode": "任务1",  # ids are ASCII; percent-encoding would hide it
+    "leading-dash": "-abc",  # read as an option by a command line
+    "10000-chars": "a" * 10_000,  # longer than any id (at most 128 characters)
+    "int": 12345,  # not a string: an unrendered or wrongly typed value
+    "none": None,  # a missing XCom
+    "bytes": b"abc",  # not text
+    "list": ["abc"],  # an XCom of several ids
+}

@@ -24,6 +24,7 @@ from testsupport.tasks import (
 )
 
 from airflow_provider_metastudio._compat import (
+    AIRFLOW_V_3,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
@@ -291,3 +292,24 @@ def test_without_soft_fail_a_timeout_fails():
     event = {"status": "timeout", "job_id": JOB_ID, "message": "still WAITING", "try_number": 1}
     with pytest.raises(AirflowSensorTimeout):
         resume(sensor(), event)
+
+
+# Airflow's own deferral timeout (the trigger never reported): next_method "__fail__" with the
+# scheduler's error text, which differs between Airflow 2 and 3.
+DEFERRAL_TIMEOUT = "Trigger timeout" if AIRFLOW_V_3 else "Trigger/execution timeout"
+
+
+def test_airflows_deferral_timeout_is_a_sensor_timeout_naming_the_job():
+    with pytest.raises(AirflowSensorTimeout, match=f"{JOB_ID} still not finished after the timeout of 600 s"):
+        sensor().resume_execution("__fail__", {"error": DEFERRAL_TIMEOUT}, context())
+
+
+def test_soft_fail_skips_on_airflows_deferral_timeout():
+    with pytest.raises(AirflowSkipException):
+        sensor(soft_fail=True).resume_execution("__fail__", {"error": DEFERRAL_TIMEOUT}, context())
+
+
+def test_soft_fail_does_not_skip_a_crashed_trigger():
+    with pytest.raises(Exception, match="Trigger failure") as exc:
+        sensor(soft_fail=True).resume_execution("__fail__", {"error": "Trigger failure"}, context())
+    assert not isinstance(exc.value, (AirflowSkipException, AirflowSensorTimeout))

@@ -6,6 +6,8 @@ real code against a ``MagicMock`` task instance whose ``xcom_push`` calls are re
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections import Counter
 from typing import Any
@@ -13,6 +15,7 @@ from unittest import mock
 
 import pytest
 
+from airflow_provider_metastudio.assets import DigitalAsset
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import PictureModelingJob
 from testsupport import DATA
@@ -51,6 +54,38 @@ def job(state: str = "SUCCEED", **fields: Any) -> PictureModelingJob:
     if state in ("WAITING", "PROCESSING"):
         data.update(end_time=None, model_cover_url=None)
     return PictureModelingJob.from_api({**data, **fields})
+
+
+def asset_file(
+    name: str = "model.glb", data: bytes = b"glTF model", category: str = "MAIN"
+) -> dict[str, Any]:
+    """One file of an asset as the asset-details call lists it, with ``data``'s size and MD5."""
+    return {
+        "file_id": f"file-{category.lower()}",
+        "file_name": name,
+        "asset_file_category": category,
+        "file_size": len(data),
+        "file_md5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+        "file_type": name.rsplit(".", 1)[-1],
+        # A 24-hour bearer URL: never in XCom, an event or a log.
+        "download_url": f"https://obs.example.test/{name}?AccessKeyId=AK&Expires=1795000000&Signature=s3cr3t",
+    }
+
+
+def asset(state: str = "ACTIVED", files: list[dict[str, Any]] | None = None, **fields: Any) -> DigitalAsset:
+    """The job's model asset in ``state``, parsed by the model's own parser (one MAIN file by default)."""
+    return DigitalAsset.from_api(
+        {
+            "project_id": PROJECT_ID,
+            "asset_id": ASSET_ID,
+            "asset_name": "model_1",
+            "asset_type": "HUMAN_MODEL",
+            "asset_state": state,
+            "create_time": "2026-11-24T09:30:15Z",
+            "files": [asset_file()] if files is None else files,
+            **fields,
+        }
+    )
 
 
 def patch_job_reads(*jobs: PictureModelingJob | BaseException) -> mock.MagicMock:

@@ -9,14 +9,13 @@ from unittest import mock
 
 import pytest
 from testsupport import BAD_JOB_IDS
-from testsupport.tasks import AK, ASSET_ID, PROJECT_ID, SK, context, pushed, use_connection
+from testsupport.tasks import AK, ASSET_ID, SK, asset, context, pushed, use_connection
 
 from airflow_provider_metastudio._compat import (
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
-from airflow_provider_metastudio.assets import DigitalAsset
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAssetFailedError,
     MetaStudioError,
@@ -28,38 +27,11 @@ from airflow_provider_metastudio.triggers.model_asset import MetaStudioModelAsse
 from airflow_provider_metastudio.triggers.picture_modeling import DEFER_TIMEOUT_MARGIN
 
 TRIGGER_PATH = "airflow_provider_metastudio.triggers.model_asset.MetaStudioModelAssetTrigger"
-DOWNLOAD_URL = "https://obs.example.test/model.glb?AccessKeyId=AK&Expires=1795000000&Signature=s3cr3t"
 
 
 @pytest.fixture(autouse=True)
 def connection(monkeypatch):
     use_connection(monkeypatch)
-
-
-def asset(state="ACTIVED", **fields):
-    """An asset as the asset-details call describes it, parsed by the model's own parser."""
-    return DigitalAsset.from_api(
-        {
-            "project_id": PROJECT_ID,
-            "asset_id": ASSET_ID,
-            "asset_name": "model_1",
-            "asset_type": "HUMAN_MODEL",
-            "asset_state": state,
-            "create_time": "2026-11-24T09:30:15Z",
-            "files": [
-                {
-                    "file_id": "f-1",
-                    "file_name": "model.glb",
-                    "asset_file_category": "MAIN",
-                    "file_size": 44,
-                    "file_md5": "1B2M2Y8AsgTpgAmY7PhCfg==",
-                    "file_type": "glb",
-                    "download_url": DOWNLOAD_URL,
-                }
-            ],
-            **fields,
-        }
-    )
 
 
 @pytest.fixture

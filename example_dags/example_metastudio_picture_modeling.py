@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import zlib
 from datetime import datetime, timedelta
 
 from airflow_provider_metastudio.operators.picture_modeling import (
@@ -30,20 +29,14 @@ except ImportError:  # Airflow 2.11
 COVER_DIR = os.environ.get("METASTUDIO_COVER_DIR", "/tmp/metastudio-covers")
 
 
-def read_png_header(path: str) -> dict:
-    """Check a PNG's signature and IHDR chunk (with its CRC) and return its size."""
+def png_size(path: str) -> dict:
+    """Width and height of a PNG, from the IHDR chunk that follows its signature."""
     with open(path, "rb") as f:
-        head = f.read(33)
-    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         raise ValueError(f"{path} is not a PNG file")
-    length, kind = struct.unpack(">I4s", head[8:16])
-    if kind != b"IHDR" or length != 13:
-        raise ValueError(f"{path}: first chunk is {kind!r}, not IHDR")
-    data, crc = head[16:29], struct.unpack(">I", head[29:33])[0]
-    if zlib.crc32(kind + data) != crc:
-        raise ValueError(f"{path}: IHDR CRC mismatch")
-    width, height, depth, color = struct.unpack(">IIBB", data[:10])
-    return {"width": width, "height": height, "bit_depth": depth, "color_type": color}
+    width, height = struct.unpack(">II", head[16:24])
+    return {"width": width, "height": height}
 
 
 with DAG(
@@ -100,7 +93,7 @@ with DAG(
             manifest["cover"] = {
                 "path": cover_path,
                 "bytes": os.path.getsize(local),
-                **read_png_header(local),
+                **png_size(local),
             }
             manifest_path = os.path.join(os.path.dirname(local), f"{model_asset_id}.manifest.json")
         else:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from unittest import mock
 
 import pytest
+from testsupport import BAD_JOB_IDS
 
 from airflow_provider_metastudio._compat import TaskDeferred
 from airflow_provider_metastudio.exceptions import (
@@ -55,22 +56,6 @@ MIB = 1024 * 1024
 HUGE_BODY = 10 * MIB
 STYLE_ID = "system_male_001"
 PICTURE_URL = "https://photos.example.com/face.png"
-
-BAD_JOB_IDS = {
-    "dot-dot-slash": "../x",
-    "slash": "a/b",
-    "query": "a?b",
-    "fragment": "a#b",
-    "encoded-slash": "%2F",
-    "empty": "",
-    "space": " ",
-    "inner-space": "a b",
-    "tab": "\t",
-    "trailing-newline": "job-1\n",
-    "crlf-header-injection": "job\r\nX-Evil: 1",
-    "10000-chars": "a" * 10_000,
-    "not-a-string": 12345,
-}
 
 
 # -- fixtures ----------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_metastudio.testing import make_png_header
+
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 DATA = TESTS / "data"
@@ -38,3 +40,12 @@ BAD_JOB_IDS: dict[str, Any] = {
     "bytes": b"abc",  # not text
     "list": ["abc"],  # an XCom of several ids
 }
+
+
+def png_header(width: int = 640, height: int = 480) -> bytes:
+    """A valid PNG (signature, IHDR with its CRC, one tiny IDAT, IEND) that declares ``width`` x
+    ``height`` without holding its pixels: what photo checks read, at any size, in a few bytes.
+
+    The emulator's own maker, so the tests, the emulator and the hook's checks agree on the bytes.
+    """
+    return make_png_header(width, height)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import struct
-import zlib
 
 import pytest
+from testsupport import BAD_JOB_IDS, png_header
 
 from airflow_provider_metastudio.exceptions import MetaStudioValidationError
 from airflow_provider_metastudio.validation import (
@@ -21,21 +21,6 @@ from airflow_provider_metastudio.validation import (
 )
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG signature, a real IHDR chunk (with CRC) and IEND: enough for the size check."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def jpeg_header(width: int, height: int, sof_marker: int = 0xC0) -> bytes:
     """SOI, a JFIF APP0, a DHT (0xC4, which must not be read as a frame), the SOF, SOS and EOI."""
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
@@ -49,26 +34,6 @@ def jpeg_header(width: int, height: int, sof_marker: int = 0xC0) -> bytes:
     sos = b"\xff\xda" + struct.pack(">H", 12) + b"\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00"
     return b"\xff\xd8" + app0 + dht + sof + sos + b"\x00" * 16 + b"\xff\xd9"
 
-
-BAD_JOB_IDS = {
-    "dot-dot": "../x",
-    "slash": "a/b",
-    "query": "a?b",
-    "fragment": "a#b",
-    "encoded slash": "%2F",
-    "empty": "",
-    "whitespace": "   ",
-    "leading space": " x",
-    "trailing newline": "abc\n",
-    "crlf injection": "abc\r\nX-Evil: 1",
-    "unicode": "任务1",
-    "leading dash": "-abc",
-    "10000 chars": "a" * 10_000,
-    "int": 12345,
-    "none": None,
-    "bytes": b"abc",
-    "list": ["abc"],
-}
 
 GOOD_JOB_IDS = {
     "documented": "f503894a-20e2-4274-ad88-8364f59a93da_SMS",

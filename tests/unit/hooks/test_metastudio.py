@@ -19,7 +19,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 import urllib3.exceptions
-from testsupport import DATA
+from testsupport import BAD_JOB_IDS, DATA
+from testsupport import png_header as png_bytes  # one PNG maker for every suite
 from urllib3.connection import HTTPConnection
 
 import airflow_provider_metastudio.hooks.metastudio as hook_module
@@ -220,26 +221,6 @@ def connect_timeout():
     )
 
 
-def png_bytes(width=640, height=480):
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\x00" * (1 + 3 * width)))
-        + chunk(b"IEND", b"")
-    )
-
-
 def jpeg_bytes(width=640, height=480):
     import struct
 
@@ -378,21 +359,6 @@ def test_get_job_without_state_is_an_invalid_response(requests_mock):
     requests_mock.get(SHOW_URL, **ok({"job_id": JOB_ID}))
     with pytest.raises(MetaStudioInvalidResponseError, match="state"):
         make_hook().get_picture_modeling_job(JOB_ID)
-
-
-BAD_JOB_IDS = {
-    "dot-dot": "../x",
-    "slash": "a/b",
-    "query": "a?b",
-    "fragment": "a#b",
-    "encoded slash": "%2F",
-    "empty": "",
-    "whitespace": "  ",
-    "leading space": " x",
-    "10000 chars": "x" * 10_000,
-    "int": 42,
-    "none": None,
-}
 
 
 @pytest.mark.parametrize("job_id", BAD_JOB_IDS.values(), ids=list(BAD_JOB_IDS))

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_metastudio.testing import make_png_header
-
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 DATA = TESTS / "data"
@@ -43,9 +41,13 @@ BAD_JOB_IDS: dict[str, Any] = {
 
 
 def png_header(width: int = 640, height: int = 480) -> bytes:
-    """A valid PNG (signature, IHDR with its CRC, one tiny IDAT, IEND) that declares ``width`` x
-    ``height`` without holding its pixels: what photo checks read, at any size, in a few bytes.
+    """A PNG of well-formed chunks (signature, IHDR with its CRC, one tiny IDAT, IEND) that declares
+    ``width`` x ``height`` without holding its pixels: what photo checks read, at any size, in a few
+    bytes.
 
     The emulator's own maker, so the tests, the emulator and the hook's checks agree on the bytes.
     """
+    # Imported here: the path constants above stay importable without the provider.
+    from airflow_provider_metastudio.testing import make_png_header
+
     return make_png_header(width, height)

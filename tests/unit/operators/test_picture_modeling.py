@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from unittest import mock
 
 import pytest
-from testsupport import BAD_JOB_IDS
+from testsupport import BAD_JOB_IDS, png_header
 from testsupport.tasks import (
     AK,
     ASSET_ID,
@@ -38,7 +38,6 @@ from airflow_provider_metastudio.operators.picture_modeling import (
     MetaStudioCreatePictureModelingJobOperator,
     MetaStudioGetPictureModelingJobOperator,
 )
-from airflow_provider_metastudio.testing._media import make_png
 from airflow_provider_metastudio.triggers.picture_modeling import (
     DEFER_TIMEOUT_MARGIN,
     MetaStudioPictureModelingJobTrigger,
@@ -167,7 +166,7 @@ def test_create_by_url_without_waiting_pushes_the_ids_and_console_url_once_and_r
 
 
 def test_create_from_a_photo_uploads_it_under_the_given_name(hook):
-    photo = make_png(8, 8)
+    photo = png_header(8, 8)
     create(picture_url=None, photo=photo, name="my_model", wait_for_completion=False).execute(task_context())
     hook.by_photo.assert_called_once_with(photo=photo, style_id=STYLE_ID, name="my_model", notify_url=None)
     hook.by_url.assert_not_called()
@@ -307,7 +306,7 @@ def test_blocking_wait_timeout_propagates(hook):
 
 
 def test_cover_is_copied_into_a_folder_and_its_path_pushed(hook, tmp_path):
-    png = make_png(4, 4)
+    png = png_header(4, 4)
 
     def download(url, out):
         out.write(png)

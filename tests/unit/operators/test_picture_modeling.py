@@ -390,11 +390,11 @@ def test_get_without_waiting_returns_a_running_job_as_it_is():
 
 
 @pytest.mark.parametrize("job_id", BAD_JOB_IDS.values(), ids=list(BAD_JOB_IDS))
-def test_get_refuses_a_bad_job_id_naming_the_field_before_any_read(job_id):
-    reads = patch_job_reads(job())
+def test_get_refuses_a_bad_job_id_naming_the_field_before_any_request(requests_mock, job_id):
+    # The real hook: the id is refused before any request, whichever layer checks it.
     with pytest.raises(MetaStudioValidationError, match="job_id"):
         get(job_id=job_id).execute(context())
-    reads.assert_not_called()
+    assert requests_mock.call_count == 0
 
 
 def test_deferrable_get_of_a_running_job_defers_from_the_state_it_read():

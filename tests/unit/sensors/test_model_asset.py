@@ -79,10 +79,11 @@ def test_poke_errors_of_the_hook_propagate(reads):
 
 
 @pytest.mark.parametrize("asset_id", BAD_JOB_IDS.values(), ids=list(BAD_JOB_IDS))
-def test_a_bad_asset_id_fails_the_poke_naming_the_field_before_any_read(reads, asset_id):
+def test_a_bad_asset_id_fails_the_poke_naming_the_field_before_any_request(requests_mock, asset_id):
+    # The real hook: the id is refused before any request, whichever layer checks it.
     with pytest.raises(MetaStudioValidationError, match="asset_id"):
         sensor(asset_id=asset_id).poke(context())
-    reads.assert_not_called()
+    assert requests_mock.call_count == 0
 
 
 def test_poke_pushes_no_xcom_of_its_own(reads):

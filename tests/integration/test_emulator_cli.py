@@ -126,7 +126,7 @@ def test_importing_and_running_the_emulator_loads_no_airflow() -> None:
         "import airflow_provider_metastudio.testing as t\n"
         "import airflow_provider_metastudio.testing.pytest_plugin\n"
         "with t.MetaStudioEmulator() as emu:\n"
-        "    emu.create_job('x'); emu.connection_json(); emu.connection_uri()\n"
+        "    emu.jobs.create('x'); emu.connection_json(); emu.connection_uri()\n"
         "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')"
         " or m == 'airflow_provider_metastudio.auth'))\n"
     )

@@ -6,7 +6,8 @@ and never imports Airflow at import time. See :mod:`airflow_provider_metastudio.
 
 Command line: ``python -m airflow_provider_metastudio.testing --help``.
 pytest: the ``metastudio_emulator`` and ``metastudio_connection`` fixtures live in
-:mod:`airflow_provider_metastudio.testing.pytest_plugin`.
+:mod:`airflow_provider_metastudio.testing.pytest_plugin`; enable them with
+``pytest_plugins = ["airflow_provider_metastudio.testing.pytest_plugin"]`` in ``conftest.py``.
 """
 
 from __future__ import annotations

@@ -1429,6 +1429,30 @@ def _admin(emu: MetaStudioEmulator, method: str, path: str, body: Any = None) ->
     return requests.request(method, f"{emu.base_url}/_emulator{path}", json=body, timeout=10)
 
 
+def test_admin_routes_and_components_are_the_same_operations(emu: MetaStudioEmulator) -> None:
+    # What one side changes, the other reads: both go through the component's methods.
+    emu.quotas.set(rates={"show": 3})
+    assert _admin(emu, "GET", "/quotas").json()["rates"]["show"] == 3.0
+    assert _admin(emu, "POST", "/outcomes", {"pattern": "*odd*", "state": "CANCELED"}).status_code == 200
+    assert emu.jobs.outcomes()["patterns"] == {"*odd*": "CANCELED"}
+    assert _admin(emu, "GET", "/outcomes").json() == emu.jobs.outcomes()
+    emu.faults.inject("list", "500")
+    assert _admin(emu, "DELETE", "/faults").json()["one_shots"] == []
+    assert emu.faults.settings()["one_shots"] == []
+    clock = _admin(emu, "GET", "/clock").json()
+    assert clock["time_scale"] == emu.clock.time_scale and abs(clock["now_timestamp"] - emu.clock.now()) < 5
+    job = emu.jobs.create("odd-one")
+    assert _admin(emu, "GET", f"/jobs/{job['job_id']}").json()["outcome"] == "CANCELED"
+    # A known path with a method it does not take, and a body that is not an object.
+    wrong = _admin(emu, "GET", "/reset")
+    assert (wrong.status_code, wrong.json()["error_code"]) == (404, "EMU.0404")
+    assert "GET /_emulator/reset" in wrong.json()["error_msg"]
+    listed = _admin(emu, "POST", "/jobs", ["not", "an", "object"])
+    assert (listed.status_code, listed.json()["error_code"]) == (400, "EMU.0400")
+    unknown_kwarg = _admin(emu, "PUT", "/list-quirks", {"sort_everything": True})
+    assert unknown_kwarg.status_code == 400
+
+
 # ------------------------------------------------------------------------------------------
 # unconfirmed service behaviours, seen through the provider's sync hook
 # ------------------------------------------------------------------------------------------

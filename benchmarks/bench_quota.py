@@ -173,7 +173,7 @@ def create_jobs(emulator: Any, n: int, *, ends_within: tuple[float, float], seed
     low, high = ends_within
     ids = []
     for i in range(n):
-        job = emulator.create_job(
+        job = emulator.jobs.create(
             f"quota_{i}",
             outcome="SUCCEED",
             waiting_seconds=1.0,
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn["extra"]["rate_limits"] = rates
             began = time.monotonic()
             if i == 0:
-                job = emu.create_job("quota_details", outcome="SUCCEED")
+                job = emu.jobs.create("quota_details", outcome="SUCCEED")
                 results = run_processes("details", conn, [[job["job_id"]]] * args.workers)
             else:
                 ids = create_jobs(emu, args.triggerers * waits, ends_within=(20.0, 100.0), seed=i)
@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "scenario": label,
                     "outcomes": dict(outcomes),
-                    "details_429": emu.count("show", 429),
-                    "list_429": emu.count("list", 429),
-                    "calls": emu.count("show") + emu.count("list"),
+                    "details_429": emu.recorder.count("show", 429),
+                    "list_429": emu.recorder.count("list", 429),
+                    "calls": emu.recorder.count("show") + emu.recorder.count("list"),
                     "slowest_s": slowest,
                     "wall_s": time.monotonic() - began,
                 }

@@ -12,6 +12,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "e2e" / "dags")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
+# The emulator fixtures (metastudio_emulator, metastudio_connection) are opt-in, as for any user.
+pytest_plugins = ["airflow_provider_metastudio.testing.pytest_plugin"]
+
 
 def _fix_reschedule_start_date_in_dag_test() -> None:
     """Work around apache/airflow#58777 (fixed by apache/airflow#58791; 3.3.2 has the fix, the 3.0

@@ -6,11 +6,13 @@ and never imports Airflow at import time. See :mod:`airflow_provider_metastudio.
 
 Command line: ``python -m airflow_provider_metastudio.testing --help``.
 pytest: the ``metastudio_emulator`` and ``metastudio_connection`` fixtures live in
-:mod:`airflow_provider_metastudio.testing.pytest_plugin`.
+:mod:`airflow_provider_metastudio.testing.pytest_plugin`; enable them with
+``pytest_plugins = ["airflow_provider_metastudio.testing.pytest_plugin"]`` in ``conftest.py``.
 """
 
 from __future__ import annotations
 
+from airflow_provider_metastudio.testing._clock import AuthClock, EmulatorClock, format_retry_after
 from airflow_provider_metastudio.testing._config import (
     ALL_CALLS,
     DEFAULT_AK,
@@ -26,7 +28,6 @@ from airflow_provider_metastudio.testing._config import (
     FaultKind,
 )
 from airflow_provider_metastudio.testing._media import cover_png, make_jpeg_header, make_png, make_png_header
-from airflow_provider_metastudio.testing._state import AuthClock, EmulatorClock, format_retry_after
 from airflow_provider_metastudio.testing.emulator import MetaStudioEmulator
 
 __all__ = [

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from airflow_provider_metastudio.testing._config import (
+    ASSET_OUTCOMES,
     DEFAULT_AK,
     DEFAULT_IAM_DOMAIN,
     DEFAULT_IAM_PASSWORD,
@@ -42,6 +43,13 @@ def _outcome(text: str) -> tuple[str, str]:
     pattern, state = _pair(text, "--outcome")
     if state not in TERMINAL_STATES:
         raise argparse.ArgumentTypeError(f"--outcome state must be one of {', '.join(TERMINAL_STATES)}")
+    return pattern, state
+
+
+def _asset_outcome(text: str) -> tuple[str, str]:
+    pattern, state = _pair(text, "--asset-outcome")
+    if state not in ASSET_OUTCOMES:
+        raise argparse.ArgumentTypeError(f"--asset-outcome state must be one of {', '.join(ASSET_OUTCOMES)}")
     return pattern, state
 
 
@@ -119,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATE=WEIGHT",
         help="relative weight of an outcome for other jobs (default SUCCEED=1); repeatable",
     )
+    add(
+        "--asset-active-delay",
+        type=float,
+        default=5.0,
+        help="emulated seconds a model asset stays CREATING after its job succeeded (default 5)",
+    )
+    add(
+        "--asset-url-ttl",
+        type=float,
+        default=ONE_DAY,
+        help="lifetime of the asset files' download URLs, emulated seconds (default 86400)",
+    )
+    add(
+        "--asset-outcome",
+        type=_asset_outcome,
+        action="append",
+        default=[],
+        metavar="PATTERN=STATE",
+        help=f"the asset of a job whose name matches PATTERN (fnmatch) ends {'/'.join(ASSET_OUTCOMES)} "
+        "instead of ACTIVED; repeatable, first match wins",
+    )
     add("--fault-500", type=_share, default=0.0, help="share of service requests answered 500")
     add("--fault-html", type=_share, default=0.0, help="share answered 502/503/504 with an HTML page")
     add("--fault-drop", type=_share, default=0.0, help="share whose connection is dropped without a response")
@@ -165,6 +194,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         processing_jitter=args.processing_jitter,
         outcomes_by_name=dict(args.outcome),
         outcome_weights=dict(args.weight) if args.weight else {"SUCCEED": 1.0},
+        asset_active_delay=args.asset_active_delay,
+        asset_url_ttl=args.asset_url_ttl,
+        asset_outcomes_by_name=dict(args.asset_outcome),
         fault_500=args.fault_500,
         fault_html=args.fault_html,
         fault_drop=args.fault_drop,

@@ -23,38 +23,26 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from airflow_provider_metastudio._asset_vocabulary import (
+    ASSET_SOURCES,
+    ASSET_TYPES,
+    FILE_CATEGORIES,
+    AssetState,
+)
+from airflow_provider_metastudio.testing._clock import parse_rfc3339, rfc3339
 from airflow_provider_metastudio.testing._config import ASSET_OUTCOMES
+from airflow_provider_metastudio.testing._job_requests import SORT_KEYS
 from airflow_provider_metastudio.testing._media import cover_png, make_glb
+from airflow_provider_metastudio.testing._replies import Reply, error_reply, invalid, json_reply, obs_error
 
 if TYPE_CHECKING:
-    from airflow_provider_metastudio.testing._state import EmulatorState, Job, Reply
+    from airflow_provider_metastudio.testing._jobs import Job, Jobs
+    from airflow_provider_metastudio.testing._shared import Shared
 
-ASSET_STATES: tuple[str, ...] = (
-    "CREATING",
-    "FAILED",
-    "UNACTIVED",
-    "ACTIVED",
-    "DELETING",
-    "DELETED",
-    "BLOCK",
-    "WAITING_DELETE",
-)
-ASSET_TYPES: tuple[str, ...] = (
-    "HUMAN_MODEL",
-    "HUMAN_MODEL_2D",
-    "VOICE_MODEL",
-    "VIDEO",
-    "IMAGE",
-    "PPT",
-    "MATERIAL",
-    "SCENE",
-    "ANIMATION",
-    "MUSIC",
-    "AUDIO",
-    "COMMON_FILE",
-    "BUSINESS_CARD_TEMPLET",
-)
-FILE_CATEGORIES: tuple[str, ...] = ("MAIN", "COVER", "OTHER")
+ASSET_STATES: tuple[str, ...] = tuple(s.value for s in AssetState)
+_CREATING, _FAILED, _ACTIVED = AssetState.CREATING.value, AssetState.FAILED.value, AssetState.ACTIVED.value
+_BLOCK, _UNACTIVED = AssetState.BLOCK.value, AssetState.UNACTIVED.value
+
 # The contract does not state the code for an unknown asset id; this one mirrors the job's.
 ASSET_NOT_FOUND = ("MSS.00000003", "Asset not found")
 
@@ -72,23 +60,24 @@ def _md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
 
 
-class AssetLibrary:
-    """The asset side of :class:`EmulatorState`; guarded by the state's lock."""
+class Assets:
+    """The model asset of every job, derived from the job's timeline (see the module docstring)."""
 
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-        self.active_delay = float(state.config.asset_active_delay)
-        self.url_ttl = float(state.config.asset_url_ttl)
-        self._outcomes: dict[str, str] = dict(state.config.asset_outcomes_by_name)
+    def __init__(self, shared: Shared, jobs: Jobs) -> None:
+        self._shared = shared
+        self._jobs = jobs
+        self.active_delay = float(shared.config.asset_active_delay)
+        self.url_ttl = float(shared.config.asset_url_ttl)
+        self._outcomes: dict[str, str] = dict(shared.config.asset_outcomes_by_name)
         self._forced: dict[str, tuple[str, float]] = {}  # asset id -> (state, when)
         self._corrupt: dict[tuple[str, str], int] = {}  # (asset id, category) -> downloads left; -1: all
         self._files: dict[str, tuple[_File, ...]] = {}
 
-    # ---------------------------------------------------------------- settings
+    # ---------------------------------------------------------------- for tests
 
     def set_outcome(self, pattern: str, state: str | None) -> None:
         """Assets of jobs whose name matches ``pattern`` end in ``state`` once ready; None removes it."""
-        with self.state.lock:
+        with self._shared.lock:
             if state is None:
                 self._outcomes.pop(pattern, None)
                 return
@@ -96,30 +85,54 @@ class AssetLibrary:
                 raise ValueError(f"asset outcome {state!r} is not one of {', '.join(ASSET_OUTCOMES)}")
             self._outcomes[pattern] = state
 
-    def force_state(self, asset_id: str, state: str) -> dict[str, Any]:
-        """Pin an asset to ``state`` from now on (``DELETED``, ``BLOCK``, an unknown word...)."""
+    def get(self, asset_id: str) -> dict[str, Any]:
+        """The asset as ``GET /v1/{project_id}/digital-assets/{asset_id}`` would show it now.
+
+        :raises KeyError: no job has this ``model_asset_id``.
+        """
+        return self.info(self.job_of(asset_id))
+
+    def file_bytes(self, asset_id: str, category: str = "MAIN") -> bytes:
+        """The true content of one of an asset's files (whatever its state).
+
+        :raises KeyError: no such asset.
+        :raises StopIteration: the asset has no file of this category.
+        """
+        return next(f.data for f in self.files(self.job_of(asset_id)) if f.category == category)
+
+    def set_state(self, asset_id: str, state: str) -> dict[str, Any]:
+        """Pin an asset to ``state`` from now on (``DELETED``, ``BLOCK``, ``FAILED``, an unknown word).
+
+        :return: the asset as the service now shows it.
+        """
         if not isinstance(state, str) or not state.isupper() or not state.replace("_", "").isalnum():
             raise ValueError(f"asset state {state!r} must be an upper-case word such as ACTIVED")
-        with self.state.lock:
+        with self._shared.lock:
             job = self.job_of(asset_id)
-            self._forced[asset_id] = (state, self.state.now())
+            self._forced[asset_id] = (state, self._shared.now())
             return self.info(job)
 
     def corrupt(self, asset_id: str, category: str = "MAIN", count: int | None = None) -> None:
-        """Serve wrong bytes (same length) for one file: its next ``count`` downloads, or all (None)."""
+        """Serve wrong bytes (same length, so only the MD5 tells) for one of an asset's files.
+
+        :param category: the file's ``asset_file_category``.
+        :param count: how many downloads are corrupted; None: every one until :meth:`reset`.
+        """
         if category not in FILE_CATEGORIES:
             raise ValueError(f"category {category!r} is not one of {', '.join(FILE_CATEGORIES)}")
-        with self.state.lock:
+        with self._shared.lock:
             self.job_of(asset_id)
             self._corrupt[(asset_id, category)] = -1 if count is None else int(count)
 
     def clear_corruption(self, asset_id: str | None = None) -> None:
-        with self.state.lock:
+        """Serve the true bytes again, for one asset or (None) every asset."""
+        with self._shared.lock:
             for key in [k for k in self._corrupt if asset_id is None or k[0] == asset_id]:
                 del self._corrupt[key]
 
     def reset(self) -> None:
-        with self.state.lock:
+        """Forget pinned states, corruptions and cached files (outcome patterns are kept)."""
+        with self._shared.lock:
             self._forced.clear()
             self._corrupt.clear()
             self._files.clear()
@@ -127,8 +140,12 @@ class AssetLibrary:
     # ---------------------------------------------------------------- views
 
     def job_of(self, asset_id: str) -> Job:
-        with self.state.lock:
-            for job in self.state.jobs():
+        """The job whose ``model_asset_id`` this is.
+
+        :raises KeyError: no such asset.
+        """
+        with self._shared.lock:
+            for job in self._jobs.all():
                 if job.model_asset_id == asset_id:
                     return job
         raise KeyError(f"no asset {asset_id!r}")
@@ -142,14 +159,14 @@ class AssetLibrary:
         if state in ("SUCCEED", "PARTIAL_SUCCEED") and end is not None:
             ready = end + self.active_delay
             if now < ready:
-                return "CREATING", job.create_time
+                return _CREATING, job.create_time
             outcome = next(
-                (s for p, s in self._outcomes.items() if fnmatch.fnmatchcase(job.name, p)), "ACTIVED"
+                (s for p, s in self._outcomes.items() if fnmatch.fnmatchcase(job.name, p)), _ACTIVED
             )
             return outcome, ready
         if state in ("FAILED", "CANCELED") and end is not None:
-            return "FAILED", end
-        return "CREATING", job.create_time
+            return _FAILED, end
+        return _CREATING, job.create_time
 
     def files(self, job: Job) -> tuple[_File, ...]:
         cached = self._files.get(job.model_asset_id)
@@ -168,12 +185,10 @@ class AssetLibrary:
 
     def info(self, job: Job, now: float | None = None) -> dict[str, Any]:
         """The asset as ``ShowAssetResponse`` (and the list's items) shows it."""
-        from airflow_provider_metastudio.testing._state import rfc3339
-
-        now = self.state.now() if now is None else now
+        now = self._shared.now() if now is None else now
         state, update = self.timeline(job, now)
         files: list[dict[str, Any]] = []
-        if state in ("ACTIVED", "BLOCK", "UNACTIVED"):
+        if state in (_ACTIVED, _BLOCK, _UNACTIVED):
             for f in self.files(job):
                 entry: dict[str, Any] = {
                     "file_id": f.file_id,
@@ -182,11 +197,11 @@ class AssetLibrary:
                     "file_size": len(f.data),
                     "file_type": f.name.rsplit(".", 1)[-1],
                     "asset_file_category": f.category,
-                    "state": "BLOCK" if state == "BLOCK" else "CREATED",
+                    "state": _BLOCK if state == _BLOCK else "CREATED",
                 }
-                if state != "BLOCK":  # a frozen asset's files cannot be viewed
+                if state != _BLOCK:  # a frozen asset's files cannot be viewed
                     path = f"/obs/{job.project_id}/{job.model_asset_id}/files/{f.file_id}/{f.name}"
-                    entry["download_url"] = self.state.presigned_url(path, self.url_ttl, now)
+                    entry["download_url"] = self._shared.presigned_url(path, self.url_ttl, now)
                 files.append(entry)
         info: dict[str, Any] = {
             "project_id": job.project_id,
@@ -204,19 +219,17 @@ class AssetLibrary:
             "asset_order": job.seq,
             "supported_service": [],
         }
-        if state == "BLOCK":
+        if state == _BLOCK:
             info["block_reason_code"] = "EMU.BLOCK"
             info["reason"] = "frozen by the emulator"
-        if state == "FAILED":
+        if state == _FAILED:
             info["reason"] = (job.error_info or {}).get("error_msg") or "the model could not be stored"
         return info
 
     # ---------------------------------------------------------------- service calls
 
     def show(self, project_id: str, asset_id: str) -> Reply:
-        from airflow_provider_metastudio.testing._state import error_reply, json_reply
-
-        with self.state.lock:
+        with self._shared.lock:
             try:
                 job = self.job_of(asset_id)
             except KeyError:
@@ -226,8 +239,6 @@ class AssetLibrary:
             return json_reply(200, self.info(job))
 
     def list(self, project_id: str, raw_query: str) -> Reply:
-        from airflow_provider_metastudio.testing._state import invalid, json_reply, parse_rfc3339
-
         query = parse_qs(raw_query, keep_blank_values=True)
 
         def single(name: str) -> str | None:
@@ -251,13 +262,13 @@ class AssetLibrary:
         if not isinstance(types, set):
             return types
         sort_key = single("sort_key") or "create_time"
-        if sort_key not in ("create_time", "update_time", "asset_order"):
+        if sort_key not in SORT_KEYS:
             return invalid("sort_key", "must be create_time, update_time or asset_order")
         sort_dir = (single("sort_dir") or "asc").lower()
         if sort_dir not in ("asc", "desc"):
             return invalid("sort_dir", "must be asc or desc")
         source = single("asset_source") or "CUSTOMIZATION"
-        if source not in ("SYSTEM", "CUSTOMIZATION", "ALL"):
+        if source not in ASSET_SOURCES:
             return invalid("asset_source", "must be SYSTEM, CUSTOMIZATION or ALL")
         try:
             offset = int(single("offset") or "0")
@@ -276,10 +287,10 @@ class AssetLibrary:
                     return invalid(name, "must be an RFC 3339 date-time")
         name_filter = (single("name") or "").lower()
         style = single("style_id")
-        with self.state.lock:
-            now = self.state.now()
+        with self._shared.lock:
+            now = self._shared.now()
             rows: list[tuple[float, int, dict[str, Any]]] = []
-            for job in self.state.jobs():
+            for job in self._jobs.all():
                 if job.project_id != project_id or source == "SYSTEM":  # every model is the tenant's
                     continue
                 info = self.info(job, now)
@@ -304,22 +315,20 @@ class AssetLibrary:
         self, project_id: str, asset_id: str, file_id: str, raw_path: str, raw_query: str, request_id: str
     ) -> Reply:
         """Serve a file for a valid, unexpired pre-signed URL (OBS-style 403/404 XML otherwise)."""
-        from airflow_provider_metastudio.testing._state import Reply, obs_error
-
-        refused = self.state.check_presigned(raw_path, raw_query, request_id)
+        refused = self._shared.check_presigned(raw_path, raw_query, request_id)
         if refused is not None:
             return refused
-        with self.state.lock:
+        with self._shared.lock:
             try:
                 job = self.job_of(asset_id)
             except KeyError:
                 job = None
             found = None
             if job is not None and job.project_id == project_id:
-                state, _ = self.timeline(job, self.state.now())
-                if state == "BLOCK":
+                state, _ = self.timeline(job, self._shared.now())
+                if state == _BLOCK:
                     return obs_error(403, "AccessDenied", "The object is frozen", request_id)
-                if state in ("ACTIVED", "UNACTIVED"):
+                if state in (_ACTIVED, _UNACTIVED):
                     found = next((f for f in self.files(job) if f.file_id == file_id), None)
             if found is None:
                 return obs_error(404, "NoSuchKey", "The specified key does not exist.", request_id)
@@ -336,7 +345,8 @@ class AssetLibrary:
         return Reply(200, data, found.content_type, {"Cache-Control": "private, max-age=0"})
 
     def settings(self) -> Mapping[str, Any]:
-        with self.state.lock:
+        """Activation delay, URL lifetime, outcome patterns, pinned states and corruptions."""
+        with self._shared.lock:
             return {
                 "active_delay": self.active_delay,
                 "url_ttl": self.url_ttl,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from airflow_provider_metastudio._asset_vocabulary import AssetState
+
 # Made-up example credentials, shaped like real ones (20-character AK, 40-character SK, 32-hex
 # project id). They only ever open this emulator.
 DEFAULT_AK = "EMULATORAKEXAMPLE000"
@@ -31,7 +33,10 @@ CALL_ASSET_LIST = "asset_list"
 CALL_ASSET_FILE = "asset_file"
 ASSET_CALLS: tuple[str, ...] = (CALL_ASSET_SHOW, CALL_ASSET_LIST, CALL_ASSET_FILE)
 ALL_CALLS: tuple[str, ...] = (*SERVICE_CALLS, CALL_IAM, CALL_COVER, *ASSET_CALLS)
-ASSET_OUTCOMES: tuple[str, ...] = ("ACTIVED", "FAILED", "BLOCK")
+# What a ready model asset may turn into (the package's AssetState values: one vocabulary).
+ASSET_OUTCOMES: tuple[str, ...] = tuple(
+    s.value for s in (AssetState.ACTIVED, AssetState.FAILED, AssetState.BLOCK)
+)
 
 STYLE_IDS: tuple[str, ...] = ("system_male_001", "system_female_001", "system_male_002", "system_female_002")
 JOB_STATES: tuple[str, ...] = ("WAITING", "PROCESSING", "PARTIAL_SUCCEED", "SUCCEED", "FAILED", "CANCELED")

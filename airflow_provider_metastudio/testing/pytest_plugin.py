@@ -1,8 +1,13 @@
 """pytest fixtures that run a MetaStudio emulator per test.
 
-Enable with ``-p airflow_provider_metastudio.testing.pytest_plugin`` (or the package's
-``pytest11`` entry point). Configure a test's emulator with the marker, whose keyword
-arguments go into :class:`~airflow_provider_metastudio.testing.EmulatorConfig`::
+The plugin is opt-in (installing the provider does not load it into every pytest run): enable it
+in your top-level ``conftest.py``::
+
+    pytest_plugins = ["airflow_provider_metastudio.testing.pytest_plugin"]
+
+or on the command line with ``-p airflow_provider_metastudio.testing.pytest_plugin``. Configure a
+test's emulator with the marker, whose keyword arguments go into
+:class:`~airflow_provider_metastudio.testing.EmulatorConfig`::
 
     @pytest.mark.metastudio_emulator(time_scale=60, quotas_enabled=False)
     def test_something(metastudio_emulator, metastudio_connection): ...

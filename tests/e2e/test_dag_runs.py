@@ -37,7 +37,7 @@ def test_success_pushes_xcoms_and_copies_cover(mode, run_dag, metastudio_emulato
     assert result.state == "success", result.tasks
     job_id = result.xcoms[("create", "job_id")]
     asset_id = result.xcoms[("create", "model_asset_id")]
-    assert metastudio_emulator.get_job(job_id)["model_asset_id"] == asset_id
+    assert metastudio_emulator.jobs.get(job_id)["model_asset_id"] == asset_id
     sensed = result.xcoms[("wait", "return_value")]
     assert (sensed["job_id"], sensed["state"], sensed["model_asset_id"]) == (job_id, "SUCCEED", asset_id)
     # The sensor carries the job's link too, in every mode.
@@ -50,20 +50,20 @@ def test_success_pushes_xcoms_and_copies_cover(mode, run_dag, metastudio_emulato
         assert result.xcoms[("fetch", key)] == fetched[key]
     # The service signs a fresh cover URL on every read: compare the object, not the signature.
     assert _object(fetched["model_cover_url"]) == _object(
-        metastudio_emulator.get_job(job_id)["model_cover_url"]
+        metastudio_emulator.jobs.get(job_id)["model_cover_url"]
     )
     cover_path = Path(result.xcoms[("fetch", "model_cover_path")])
     assert cover_path == tmp_path / f"{asset_id}.png"
     assert cover_path.read_bytes() == _cover_bytes(fetched["model_cover_url"])
     assert cover_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    log = [(r["time"], r["call"], r["status"]) for r in metastudio_emulator.request_log()]
-    assert metastudio_emulator.count(status=429) == 0, log
-    assert metastudio_emulator.counters()["jobs_created"] == 1
+    log = [(r["time"], r["call"], r["status"]) for r in metastudio_emulator.recorder.request_log()]
+    assert metastudio_emulator.recorder.count(status=429) == 0, log
+    assert metastudio_emulator.recorder.counters()["jobs_created"] == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_partial_succeed_accepted_by_default(mode, run_dag, metastudio_emulator, tmp_path, caplog):
-    metastudio_emulator.set_outcome("partial-*", "PARTIAL_SUCCEED")
+    metastudio_emulator.jobs.set_outcome("partial-*", "PARTIAL_SUCCEED")
     result = run_dag(f"e2e_{mode}", name=f"partial-{mode}", cover_dir=str(tmp_path))
 
     assert result.state == "success", result.tasks
@@ -75,7 +75,7 @@ def test_partial_succeed_accepted_by_default(mode, run_dag, metastudio_emulator,
 
 @pytest.mark.parametrize("mode", MODES)
 def test_partial_succeed_refused_when_strict(mode, run_dag, metastudio_emulator, tmp_path):
-    metastudio_emulator.set_outcome("partial-*", "PARTIAL_SUCCEED")
+    metastudio_emulator.jobs.set_outcome("partial-*", "PARTIAL_SUCCEED")
     result = run_dag(f"e2e_{mode}_strict", name=f"partial-{mode}", cover_dir=str(tmp_path))
 
     assert result.tasks["wait"] == "failed"
@@ -86,11 +86,11 @@ def test_partial_succeed_refused_when_strict(mode, run_dag, metastudio_emulator,
 def test_failed_job_fails_the_task_with_the_error_code(
     mode, run_dag, metastudio_emulator, tmp_path, capfd, caplog
 ):
-    metastudio_emulator.set_outcome("fail-*", "FAILED")
+    metastudio_emulator.jobs.set_outcome("fail-*", "FAILED")
     result = run_dag(f"e2e_{mode}", name=f"fail-{mode}", cover_dir=str(tmp_path))
 
     assert result.tasks == {"create": "success", "wait": "failed", "fetch": "upstream_failed"}
-    job = metastudio_emulator.get_job(result.xcoms[("create", "job_id")])
+    job = metastudio_emulator.jobs.get(result.xcoms[("create", "job_id")])
     code = job["error_info"]["error_code"]
     out, err = capfd.readouterr()
     logged = out + err + caplog.text
@@ -100,7 +100,7 @@ def test_failed_job_fails_the_task_with_the_error_code(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft_fail"])
 def test_timeout(mode, soft, run_dag, metastudio_emulator):
-    job = metastudio_emulator.create_job(name="slow", waiting_seconds=3600)
+    job = metastudio_emulator.jobs.create(name="slow", waiting_seconds=3600)
     result = run_dag(f"e2e_{mode}_timeout{'_soft' if soft else ''}", job_id=job["job_id"])
 
     assert result.tasks["wait"] == ("skipped" if soft else "failed")
@@ -111,7 +111,7 @@ def test_timeout(mode, soft, run_dag, metastudio_emulator):
 def test_soft_fail_does_not_skip_a_failed_job(outcome, mode, run_dag, metastudio_emulator):
     """soft_fail is for timeouts: a job that failed fails the sensor in every mode (Airflow itself would
     skip any AirflowException on a deferred sensor's resume)."""
-    job = metastudio_emulator.create_job(
+    job = metastudio_emulator.jobs.create(
         name="doomed", outcome=outcome, waiting_seconds=1, processing_seconds=2
     )
     result = run_dag(f"e2e_{mode}_soft_failed", job_id=job["job_id"])
@@ -126,7 +126,7 @@ def test_create_operator_waits_and_copies_cover(deferrable, run_dag, metastudio_
 
     assert result.state == "success", result.tasks
     x = result.xcoms
-    job = metastudio_emulator.get_job(x[("create", "job_id")])
+    job = metastudio_emulator.jobs.get(x[("create", "job_id")])
     assert x[("create", "state")] == "SUCCEED"
     assert x[("create", "model_asset_id")] == job["model_asset_id"]
     assert _object(x[("create", "return_value")]["model_cover_url"]) == _object(job["model_cover_url"])
@@ -137,7 +137,7 @@ def test_create_operator_waits_and_copies_cover(deferrable, run_dag, metastudio_
     assert x[("create", "metastudio_console_url")] == expected_link
     if AIRFLOW_V_3:  # Airflow 3 computes links on the worker and stores them in XCom
         assert x[("create", MetaStudioPictureModelingJobLink().xcom_key)] == expected_link
-    assert metastudio_emulator.counters()["jobs_created"] == 1
+    assert metastudio_emulator.recorder.counters()["jobs_created"] == 1
 
 
 def test_extra_link_reads_xcom_through_ti_key(run_dag, e2e_dags, metastudio_emulator, tmp_path):
@@ -154,11 +154,11 @@ def test_extra_link_reads_xcom_through_ti_key(run_dag, e2e_dags, metastudio_emul
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sensor_link_reads_xcom_through_ti_key(mode, run_dag, e2e_dags, metastudio_emulator):
-    job = metastudio_emulator.create_job(name=f"sensed-{mode}", waiting_seconds=1, processing_seconds=2)
+    job = metastudio_emulator.jobs.create(name=f"sensed-{mode}", waiting_seconds=1, processing_seconds=2)
     dag_id = f"e2e_{mode}_soft_failed"  # a DAG of the sensor alone, on an external job
     result = run_dag(dag_id, job_id=job["job_id"])
     assert result.tasks["wait"] == "success", result.tasks
-    expected = console_url("cn-north-4", metastudio_emulator.get_job(job["job_id"])["model_asset_id"])
+    expected = console_url("cn-north-4", metastudio_emulator.jobs.get(job["job_id"])["model_asset_id"])
     sensor = e2e_dags.DAGS[dag_id].get_task("wait")
     assert any(isinstance(link, MetaStudioPictureModelingJobLink) for link in sensor.operator_extra_links)
     if AIRFLOW_V_3:  # Airflow 3 resolves links on the worker and keeps them in XCom

@@ -95,7 +95,7 @@ def assert_main_flow_succeeded(
     assert result.state == "success"
     x = result.xcoms
     job_id = x[("create", "job_id")]
-    job = emu.get_job(job_id)
+    job = emu.jobs.get(job_id)
     assert job["state"] == "SUCCEED"
     assert x[("create", "model_asset_id")] == job["model_asset_id"]
     sensed = x[("wait", "return_value")]
@@ -120,23 +120,23 @@ def assert_main_flow_succeeded(
     assert_no_duplicate_create(emu, created=1)
     assert result.seconds < RUN_BUDGET
     if mode == "deferrable":  # the wait went to the trigger: poke, the poller's look, the resumed read
-        assert emu.count(call="show", status=200) >= 3
+        assert emu.recorder.count(call="show", status=200) >= 3
     else:  # poked at least twice (one reschedule), then fetched; never listed
-        assert emu.count(call="show", status=200) >= 3
-        assert emu.count(call="list") == 0
+        assert emu.recorder.count(call="show", status=200) >= 3
+        assert emu.recorder.count(call="list") == 0
     return job
 
 
 def assert_no_duplicate_create(emu: MetaStudioEmulator, *, created: int) -> None:
-    counters = emu.counters()
+    counters = emu.recorder.counters()
     assert counters["jobs_created"] == created, counters
-    assert len(emu.jobs()) == created
-    assert emu.count(call="create_by_url", status=200) == created
+    assert len(emu.jobs.records()) == created
+    assert emu.recorder.count(call="create_by_url", status=200) == created
 
 
 def assert_one_shots_consumed(emu: MetaStudioEmulator) -> None:
     """Every injected fault actually hit a request (else the scenario tested nothing)."""
-    assert emu.state.fault_settings()["one_shots"] == []
+    assert emu.faults.settings()["one_shots"] == []
 
 
 def _logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
@@ -156,42 +156,42 @@ def _reads(mode: str) -> tuple[str, ...]:
 
 
 def arrange_5xx(emu: MetaStudioEmulator, mode: str) -> None:
-    emu.set_faults(FAULT_RATES, calls=FAULT_CALLS)
+    emu.faults.set_rates(FAULT_RATES, calls=FAULT_CALLS)
     # The seeded draws may spare a short run: make sure each kind is seen at least once.
-    emu.inject("show", "500")
-    emu.inject(_reads(mode)[-1], "html", status=503)
-    emu.inject("cover", "html", status=502)
+    emu.faults.inject("show", "500")
+    emu.faults.inject(_reads(mode)[-1], "html", status=503)
+    emu.faults.inject("cover", "html", status=502)
 
 
 def check_5xx(emu: MetaStudioEmulator, mode: str, logs: str) -> None:
     for status in (500, 502, 503):
-        assert emu.count(status=status) >= 1, status
-    assert emu.count(call="create_by_url") == 1  # never faulted, never retried
+        assert emu.recorder.count(status=status) >= 1, status
+    assert emu.recorder.count(call="create_by_url") == 1  # never faulted, never retried
     assert "HTTP 503" in logs and "retrying" in logs
 
 
 def arrange_429(emu: MetaStudioEmulator, mode: str) -> None:
     for call in ("create_by_url", *_reads(mode)):
-        emu.inject(call, "429", 2)
+        emu.faults.inject(call, "429", 2)
 
 
 def check_429(emu: MetaStudioEmulator, mode: str, logs: str) -> None:
     # 429 means the gateway did not take the request: even a create is retried, after Retry-After.
-    assert emu.counters()["statuses"]["create_by_url"] == {"429": 2, "200": 1}
+    assert emu.recorder.counters()["statuses"]["create_by_url"] == {"429": 2, "200": 1}
     for call in _reads(mode):
-        assert emu.count(call=call, status=429) == 2
+        assert emu.recorder.count(call=call, status=429) == 2
 
 
 def arrange_drop(emu: MetaStudioEmulator, mode: str) -> None:
     for call in _reads(mode):
-        emu.inject(call, "drop", 2)
-    emu.inject("cover", "drop")
+        emu.faults.inject(call, "drop", 2)
+    emu.faults.inject("cover", "drop")
 
 
 def check_drop(emu: MetaStudioEmulator, mode: str, logs: str) -> None:
-    dropped = [e for e in emu.request_log() if e["status"] == 0]
+    dropped = [e for e in emu.recorder.request_log() if e["status"] == 0]
     assert sorted(e["call"] for e in dropped) == sorted([*[c for c in _reads(mode) for _ in (1, 2)], "cover"])
-    assert emu.count(call="create_by_url") == 1
+    assert emu.recorder.count(call="create_by_url") == 1
 
 
 # How many slow answers each read gets: every run makes at least two ``show`` calls (the first poke
@@ -201,29 +201,29 @@ SLOW_READS = {"show": 2, "list": 1}
 
 
 def arrange_slow(emu: MetaStudioEmulator, mode: str) -> None:
-    emu.inject("create_by_url", "delay", delay=SLOW_SECONDS)
+    emu.faults.inject("create_by_url", "delay", delay=SLOW_SECONDS)
     for call in _reads(mode):
-        emu.inject(call, "delay", SLOW_READS[call], delay=SLOW_SECONDS)
+        emu.faults.inject(call, "delay", SLOW_READS[call], delay=SLOW_SECONDS)
 
 
 def check_slow(emu: MetaStudioEmulator, mode: str, logs: str) -> None:
-    delayed = [e for e in emu.request_log() if e["fault"] == "delay"]
+    delayed = [e for e in emu.recorder.request_log() if e["fault"] == "delay"]
     assert len(delayed) == 1 + sum(SLOW_READS[call] for call in _reads(mode))
     assert all(e["status"] == 200 and e["duration"] >= SLOW_SECONDS for e in delayed), delayed
     # Within the timeout nothing is abandoned: no read timeout, no second create. (The emulator
     # charges its quota when a delayed request is finally handled, not when it arrived, so the
     # request right after a delayed one may draw a 429: the only other status allowed.)
-    assert emu.count(call="create_by_url") == 1
-    assert {e["status"] for e in emu.request_log()} <= {200, 429}
+    assert emu.recorder.count(call="create_by_url") == 1
+    assert {e["status"] for e in emu.recorder.request_log()} <= {200, 429}
     assert "Timeout" not in logs
 
 
 def arrange_malformed(emu: MetaStudioEmulator, mode: str) -> None:
-    emu.inject("show", "malformed")
+    emu.faults.inject("show", "malformed")
 
 
 def check_malformed(emu: MetaStudioEmulator, mode: str, logs: str) -> None:
-    spoiled = [e for e in emu.request_log() if e["fault"] == "malformed"]
+    spoiled = [e for e in emu.recorder.request_log() if e["fault"] == "malformed"]
     assert [(e["call"], e["status"]) for e in spoiled] == [("show", 200)]
     assert "non-JSON body" in logs  # the retry says why
 
@@ -292,15 +292,17 @@ def test_create_dropped_after_processing_is_not_retried(
     mode, run_fault_dag, metastudio_emulator, tmp_path, capfd, caplog
 ):
     """The service took the create and the answer was lost: retrying would make a second job."""
-    metastudio_emulator.inject("create_by_url", "drop_after")
+    metastudio_emulator.faults.inject("create_by_url", "drop_after")
 
     result = run_fault_dag(mode, name=f"lost-answer-{mode}", cover_dir=str(tmp_path))
 
     assert result.tasks == {"create": "failed", "wait": "upstream_failed", "fetch": "upstream_failed"}
-    assert metastudio_emulator.count(call="create_by_url") == 1
-    assert [e["status"] for e in metastudio_emulator.request_log()] == [0]  # nothing after the lost answer
-    counters = metastudio_emulator.counters()
-    assert counters["jobs_created"] == 1 and len(metastudio_emulator.jobs()) == 1
+    assert metastudio_emulator.recorder.count(call="create_by_url") == 1
+    assert [e["status"] for e in metastudio_emulator.recorder.request_log()] == [
+        0
+    ]  # nothing after the lost answer
+    counters = metastudio_emulator.recorder.counters()
+    assert counters["jobs_created"] == 1 and len(metastudio_emulator.jobs.records()) == 1
     assert ("create", "job_id") not in result.xcoms
     assert "connection failed after the request was sent" in _logs(capfd, caplog)
 
@@ -312,11 +314,13 @@ def test_create_dropped_before_processing_never_duplicates(
     """A drop before the service saw the body may be retried (the job does not exist), but the client
     cannot tell it from a lost answer: whichever it does, there is at most one job and it is the one
     the run reports."""
-    metastudio_emulator.inject("create_by_url", "drop")
+    metastudio_emulator.faults.inject("create_by_url", "drop")
 
     result = run_fault_dag(mode, name=f"dropped-{mode}", cover_dir=str(tmp_path))
 
-    statuses = [e["status"] for e in metastudio_emulator.request_log() if e["call"] == "create_by_url"]
+    statuses = [
+        e["status"] for e in metastudio_emulator.recorder.request_log() if e["call"] == "create_by_url"
+    ]
     if result.tasks["create"] == "success":  # retried: exactly one job, and the run finished normally
         assert statuses == [0, 200]
         assert_main_flow_succeeded(result, metastudio_emulator, tmp_path, mode)
@@ -339,16 +343,16 @@ def test_token_expiring_mid_wait_is_renewed_once(
     emu = metastudio_emulator
     _use_connection(monkeypatch, emu, auth_type="password")
     timers: list[threading.Timer] = []
-    new_job = emu.state.new_job
+    new_job = emu.jobs.add
 
     def new_job_then_expire(**kwargs: Any) -> Any:
         job = new_job(**kwargs)
-        timer = threading.Timer(EXPIRE_AFTER, emu.expire_tokens)
+        timer = threading.Timer(EXPIRE_AFTER, emu.iam.expire_tokens)
         timer.start()
         timers.append(timer)
         return job
 
-    monkeypatch.setattr(emu.state, "new_job", new_job_then_expire)
+    monkeypatch.setattr(emu.jobs, "add", new_job_then_expire)
     try:
         result = run_fault_dag(mode, name=f"token-{mode}", cover_dir=str(tmp_path))
     finally:
@@ -357,11 +361,11 @@ def test_token_expiring_mid_wait_is_renewed_once(
 
     job = assert_main_flow_succeeded(result, emu, tmp_path, mode)
     assert len(timers) == 1 and not timers[0].is_alive()
-    counters = emu.counters()
+    counters = emu.recorder.counters()
     # One login, one 401 on the expired token, one renewal: never a login storm.
     assert counters["tokens_issued"] == 2
-    assert emu.count(call="iam") == 2
-    refused = [e for e in emu.request_log() if e["status"] == 401]
+    assert emu.recorder.count(call="iam") == 2
+    refused = [e for e in emu.recorder.request_log() if e["status"] == 401]
     assert len(refused) == 1 and refused[0]["call"] in ("show", "list")  # the poller reads both
     end = datetime.fromisoformat(job["end_time"].replace("Z", "+00:00")).timestamp()
     assert refused[0]["emulated_time"] < end  # the token expired while the job was still running
@@ -384,7 +388,7 @@ async def _first_life(trigger: MetaStudioPictureModelingJobTrigger, emu: MetaStu
 
     task = asyncio.create_task(consume())
     deadline = time.monotonic() + 20
-    while emu.count(call="list") < 2:  # a round: the finished scan, then the confirmation scan
+    while emu.recorder.count(call="list") < 2:  # a round: the finished scan, then the confirmation scan
         assert time.monotonic() < deadline, "the trigger never polled"
         assert not task.done(), events
         await asyncio.sleep(0.02)
@@ -407,14 +411,14 @@ def test_trigger_rebuilt_from_serialize_mid_wait_fires_once(
 ):
     emu = metastudio_emulator
     if faulty:
-        emu.set_faults(FAULT_RATES, calls=FAULT_CALLS)
-    job = emu.create_job(name="restart")
+        emu.faults.set_rates(FAULT_RATES, calls=FAULT_CALLS)
+    job = emu.jobs.create(name="restart")
     trigger = MetaStudioPictureModelingJobTrigger(
         job_id=job["job_id"], end_time=time.time() + TRIGGER_DEADLINE, poll_interval=TRIGGER_POLL
     )
 
     assert asyncio.run(_first_life(trigger, emu)) == []
-    assert emu.get_job(job["job_id"])["state"] in ("WAITING", "PROCESSING")  # really mid-wait
+    assert emu.jobs.get(job["job_id"])["state"] in ("WAITING", "PROCESSING")  # really mid-wait
 
     classpath, kwargs = trigger.serialize()
     json.dumps(kwargs)  # what the triggerer stores must be plain JSON
@@ -426,7 +430,7 @@ def test_trigger_rebuilt_from_serialize_mid_wait_fires_once(
     (event,) = events
     assert event["status"] == "success"
     assert event["job_id"] == job["job_id"]
-    final = emu.get_job(job["job_id"])
+    final = emu.jobs.get(job["job_id"])
     assert event["job"]["state"] == final["state"] == "SUCCEED"
     assert event["job"]["model_asset_id"] == final["model_asset_id"]
     assert _object(event["job"]["model_cover_url"]) == _object(final["model_cover_url"])

@@ -32,13 +32,13 @@ def _md5(data: bytes) -> str:
 
 
 def _ready_asset(emu, name="ready") -> str:
-    asset_id = emu.create_job(name)["model_asset_id"]
+    asset_id = emu.jobs.create(name)["model_asset_id"]
     emu.clock.advance(10)
     return asset_id
 
 
 def _file_downloads(emu) -> list[str]:
-    return [r["path"].split("?")[0] for r in emu.request_log() if r["call"] == "asset_file"]
+    return [r["path"].split("?")[0] for r in emu.recorder.request_log() if r["call"] == "asset_file"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -68,7 +68,7 @@ def test_create_wait_asset_download(mode, run_asset_dag, metastudio_emulator, tm
     out, err = capfd.readouterr()
     logged = out + err + caplog.text
     assert not re.search(r"/files/\S*Signature=(?!\*\*\*)", logged)
-    assert metastudio_emulator.count(status=429) == 0
+    assert metastudio_emulator.recorder.count(status=429) == 0
 
 
 def test_rerun_skips_files_already_present(run_asset_dag, metastudio_emulator, tmp_path):
@@ -79,24 +79,24 @@ def test_rerun_skips_files_already_present(run_asset_dag, metastudio_emulator, t
     assert len(_file_downloads(emu)) == 3
     (tmp_path / "cover.png").write_bytes(b"not the cover")  # one damaged copy is fetched again
 
-    emu.reset_counters()
+    emu.recorder.reset()
     second = run_asset_dag("e2e_asset_download", asset_id=asset_id, dest=str(tmp_path))
 
     assert second.state == "success"
     statuses = {e["category"]: e["status"] for e in second.xcoms[("download", "return_value")]["files"]}
     assert statuses == {"MAIN": "present", "COVER": "downloaded", "OTHER": "present"}
     assert [p.rsplit("/", 1)[1] for p in _file_downloads(emu)] == ["cover.png"]
-    assert (tmp_path / "cover.png").read_bytes() == emu.asset_file_bytes(asset_id, "COVER")
+    assert (tmp_path / "cover.png").read_bytes() == emu.assets.file_bytes(asset_id, "COVER")
 
 
 def test_corrupted_download_is_retried_once(run_asset_dag, metastudio_emulator, tmp_path):
     emu = metastudio_emulator
     asset_id = _ready_asset(emu)
-    emu.corrupt_asset_file(asset_id, "MAIN", count=1)
+    emu.assets.corrupt(asset_id, "MAIN", count=1)
     result = run_asset_dag("e2e_asset_download", asset_id=asset_id, dest=str(tmp_path))
     assert result.state == "success"
     assert [p.rsplit("/", 1)[1] for p in _file_downloads(emu)].count("model.glb") == 2
-    assert (tmp_path / "model.glb").read_bytes() == emu.asset_file_bytes(asset_id)
+    assert (tmp_path / "model.glb").read_bytes() == emu.assets.file_bytes(asset_id)
 
 
 def test_corrupted_download_fails_naming_the_file(
@@ -104,7 +104,7 @@ def test_corrupted_download_fails_naming_the_file(
 ):
     emu = metastudio_emulator
     asset_id = _ready_asset(emu)
-    emu.corrupt_asset_file(asset_id, "MAIN")  # every download
+    emu.assets.corrupt(asset_id, "MAIN")  # every download
     result = run_asset_dag("e2e_asset_download", asset_id=asset_id, dest=str(tmp_path))
 
     assert result.tasks == {"download": "failed"}
@@ -120,8 +120,8 @@ def test_corrupted_download_fails_naming_the_file(
 @pytest.mark.parametrize("state", ["FAILED", "BLOCK", "DELETED"])
 def test_asset_sensor_fails_on_dead_assets(mode, state, run_asset_dag, metastudio_emulator, capfd, caplog):
     emu = metastudio_emulator
-    asset_id = emu.create_job("doomed")["model_asset_id"]  # CREATING: the sensor waits (defers)
-    emu.set_asset_state(asset_id, state)
+    asset_id = emu.jobs.create("doomed")["model_asset_id"]  # CREATING: the sensor waits (defers)
+    emu.assets.set_state(asset_id, state)
     result = run_asset_dag(f"e2e_asset_wait_{mode}", asset_id=asset_id)
     assert result.tasks == {"wait_asset": "failed"}
     out, err = capfd.readouterr()
@@ -130,11 +130,11 @@ def test_asset_sensor_fails_on_dead_assets(mode, state, run_asset_dag, metastudi
 
 def test_deferred_asset_sensor_waits_for_actived(run_asset_dag, metastudio_emulator):
     emu = metastudio_emulator
-    asset_id = emu.create_job("later")["model_asset_id"]  # ACTIVED 5 s from now: the sensor defers
+    asset_id = emu.jobs.create("later")["model_asset_id"]  # ACTIVED 5 s from now: the sensor defers
     result = run_asset_dag("e2e_asset_wait_deferrable", asset_id=asset_id)
     assert result.state == "success", result.tasks
     assert result.xcoms[("wait_asset", "return_value")]["state"] == "ACTIVED"
-    assert emu.count(call="asset_show") >= 2
+    assert emu.recorder.count(call="asset_show") >= 2
 
 
 def _events(db, dag_id: str, run_id: str) -> dict[str, dict]:
@@ -171,8 +171,8 @@ def test_outlet_events_carry_the_model(run_asset_dag, metastudio_emulator, tmp_p
 @pytest.mark.parametrize("mode", ["poke", "deferrable"])
 def test_soft_fail_skips_a_timeout_only(mode, run_asset_dag, metastudio_emulator):
     emu = metastudio_emulator
-    slow = emu.create_job("slow", waiting_seconds=3600)["model_asset_id"]  # CREATING for an hour
-    emu.set_outcome("doom*", "FAILED")
-    dead = emu.create_job("doomed")["model_asset_id"]  # CREATING, FAILED when its job fails (3 s)
+    slow = emu.jobs.create("slow", waiting_seconds=3600)["model_asset_id"]  # CREATING for an hour
+    emu.jobs.set_outcome("doom*", "FAILED")
+    dead = emu.jobs.create("doomed")["model_asset_id"]  # CREATING, FAILED when its job fails (3 s)
     assert run_asset_dag(f"e2e_asset_wait_{mode}_soft", asset_id=slow).tasks == {"wait_asset": "skipped"}
     assert run_asset_dag(f"e2e_asset_wait_{mode}_soft", asset_id=dead).tasks == {"wait_asset": "failed"}

@@ -32,16 +32,16 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _dropped_create(emu: MetaStudioEmulator, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    emu.inject("create_by_url", "drop_after")  # the service made the job; the answer is lost
+    emu.faults.inject("create_by_url", "drop_after")  # the service made the job; the answer is lost
 
 
 def _empty_create(emu: MetaStudioEmulator, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    emu.inject("create_by_url", "empty")  # 200 without a body: the job exists, its id is unknown
+    emu.faults.inject("create_by_url", "empty")  # 200 without a body: the job exists, its id is unknown
 
 
 def _wait_errors(emu: MetaStudioEmulator, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if mode == "blocking":  # a read fault that outlasts the hook's retries
-        emu.inject("show", "500", HOOK_RETRIES + 1)
+        emu.faults.inject("show", "500", HOOK_RETRIES + 1)
         return
     # A deferred wait outlives transient faults by design (the shared poller backs off and keeps
     # it), so its error here is the trigger's own: the first one fails with an error event.
@@ -99,11 +99,11 @@ def test_a_retry_adopts_the_job_the_failed_try_created(
     # it on to the third, which adopts it again.
     assert result.tries["create"] == 2 or (scenario == "wait-times-out" and result.tries["create"] == 3)
     # Exactly one create reached the service, and exactly one job exists.
-    assert emu.count(call="create_by_url") == 1
-    assert emu.counters()["jobs_created"] == 1
-    (job,) = emu.jobs()
-    assert emu.state.fault_settings()["one_shots"] == []  # every fault really hit
-    final = emu.get_job(job["job_id"])
+    assert emu.recorder.count(call="create_by_url") == 1
+    assert emu.recorder.counters()["jobs_created"] == 1
+    (job,) = emu.jobs.records()
+    assert emu.faults.settings()["one_shots"] == []  # every fault really hit
+    final = emu.jobs.get(job["job_id"])
     assert final["name"] == f"e2e_retry_{mode}{variant}.create.{result.run_id}"
     assert final["state"] == "SUCCEED"
     x = result.xcoms
@@ -122,16 +122,16 @@ def test_a_retry_after_a_create_the_service_never_took_creates_one_job(
 ):
     """The first create was cut before the service handled it: nothing to adopt, so the retry creates."""
     emu = metastudio_emulator
-    emu.inject("create_by_url", "drop")
+    emu.faults.inject("create_by_url", "drop")
 
     result = run_dag(f"e2e_retry_{mode}")
 
     assert result.tasks == {"create": "success"}, result.tasks
     assert result.tries["create"] == 2
-    statuses = [e["status"] for e in emu.request_log() if e["call"] == "create_by_url"]
+    statuses = [e["status"] for e in emu.recorder.request_log() if e["call"] == "create_by_url"]
     assert statuses == [0, 200]
-    assert emu.counters()["jobs_created"] == 1
-    (job,) = emu.jobs()
+    assert emu.recorder.counters()["jobs_created"] == 1
+    (job,) = emu.jobs.records()
     assert result.xcoms[("create", "job_id")] == job["job_id"]
     logs = _logs(capfd, caplog)
     assert "no running or successful job named" in logs and "Adopting" not in logs

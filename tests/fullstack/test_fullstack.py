@@ -147,7 +147,7 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
         airflow_cli(airflow_env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", conf)
         # Three more waits on one triggerer, ending at different times while all are deferred.
         waited = [
-            metastudio_emulator.create_job(
+            metastudio_emulator.jobs.create(
                 name=f"waited-{i}", waiting_seconds=2, processing_seconds=25 + 6 * i
             )
             for i in range(3)
@@ -195,7 +195,7 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
                 assert other["job_id"] not in own, (i, own[-3000:])
     x = _xcoms(home, run_id)
     job_id = x[("create_job", "job_id")]
-    job = metastudio_emulator.get_job(job_id)
+    job = metastudio_emulator.jobs.get(job_id)
     assert x[("wait_for_model", "return_value")]["state"] == "SUCCEED"
     assert x[("fetch_model", "model_asset_id")] == job["model_asset_id"]
     cover = Path(x[("fetch_model", "model_cover_path")])
@@ -210,12 +210,12 @@ def test_example_dag_through_scheduler_and_triggerer(airflow_env, metastudio_emu
     checked = _xcoms(home, consumer_run, CONSUMER_DAG_ID)[("check_models", "return_value")]
     assert [c["model_asset_id"] for c in checked] == [produced]
     assert Path(checked[0]["glb"]).read_bytes()[:4] == b"glTF"
-    assert metastudio_emulator.counters()["jobs_created"] == 2  # API creates: main example, producer
+    assert metastudio_emulator.recorder.counters()["jobs_created"] == 2  # API creates: main example, producer
     # Each process keeps the quota on its own and they do not coordinate (the README's advice: a
     # pool, or deferrable sensors). Here four sensors' first pokes (four worker processes) and the
     # triggerer's poller meet within seconds: some calls draw a 429, and each must be retried to
     # success, never fail a task. The bound only catches a storm.
-    log = [(e["call"], e["status"], round(e["time"], 2)) for e in metastudio_emulator.request_log()]
+    log = [(e["call"], e["status"], round(e["time"], 2)) for e in metastudio_emulator.recorder.request_log()]
     throttled = [i for i, (_, status, _) in enumerate(log) if status == 429]
     assert len(throttled) <= 20, log
     for i in throttled:

@@ -42,7 +42,7 @@ from airflow_provider_metastudio.testing import (
     make_png,
     make_png_header,
 )
-from airflow_provider_metastudio.testing._state import json_reply
+from airflow_provider_metastudio.testing._replies import json_reply
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 from airflow_provider_metastudio.validation import MAX_PHOTO_BYTES
 
@@ -86,7 +86,7 @@ def emu(
     use_connection(monkeypatch, metastudio_emulator)
     yield metastudio_emulator
     prefix = f"/v1/{metastudio_emulator.project_id}/digital-human/stylized/picture-modelings"
-    for entry in metastudio_emulator.request_log():
+    for entry in metastudio_emulator.recorder.request_log():
         assert entry["path"].startswith(prefix), entry
         assert entry["call"] in ("show", "list", "create", "create_by_url"), entry
 
@@ -108,8 +108,8 @@ def fast_hook() -> MetaStudioHook:
 
 
 def assert_no_request(emu: MetaStudioEmulator) -> None:
-    assert emu.request_log() == []
-    assert emu.counters()["total"] == 0
+    assert emu.recorder.request_log() == []
+    assert emu.recorder.counters()["total"] == 0
 
 
 def assert_names_field(err: MetaStudioValidationError, field: str) -> None:
@@ -339,8 +339,8 @@ UNKNOWN_STATE = "ARCHIVED"
 
 @pytest.fixture
 def archived_job(emu: MetaStudioEmulator) -> str:
-    job = emu.create_job(name="odd")
-    emu.set_state(job["job_id"], UNKNOWN_STATE)
+    job = emu.jobs.create(name="odd")
+    emu.jobs.set_state(job["job_id"], UNKNOWN_STATE)
     return job["job_id"]
 
 
@@ -368,7 +368,7 @@ def test_sensor_keeps_waiting_on_an_unknown_state_with_one_warning(emu, archived
     sensor = MetaStudioPictureModelingJobSensor(task_id="wait", job_id=archived_job)
     assert [sensor.poke(_context()) for _ in range(3)] == [False, False, False]
     assert _unknown_state_warnings(capfd, caplog) == 1
-    assert emu.count(call="show", status=200) == 3
+    assert emu.recorder.count(call="show", status=200) == 3
 
 
 def test_deferrable_sensor_defers_on_an_unknown_state(emu, archived_job):
@@ -413,19 +413,19 @@ class Broken(NamedTuple):
 
 def fault(call: str, kind: str, **kwargs: Any) -> Arrange:
     """Every attempt (the first and each retry) meets the fault."""
-    return lambda emu, job_id, mp: emu.inject(call, kind, RETRIES + 1, **kwargs)
+    return lambda emu, job_id, mp: emu.faults.inject(call, kind, RETRIES + 1, **kwargs)
 
 
 def show_answers(make: Callable[[str], Any]) -> Arrange:
     def arrange(emu: MetaStudioEmulator, job_id: str, mp: pytest.MonkeyPatch) -> None:
-        mp.setattr(emu.state, "show", lambda project_id, job: json_reply(200, make(job)))
+        mp.setattr(emu.jobs, "show", lambda project_id, job: json_reply(200, make(job)))
 
     return arrange
 
 
 def answers(handler: str, body: Any) -> Arrange:
     def arrange(emu: MetaStudioEmulator, job_id: str, mp: pytest.MonkeyPatch) -> None:
-        mp.setattr(emu.state, handler, lambda *args: json_reply(200, body))
+        mp.setattr(emu.jobs, handler, lambda *args: json_reply(200, body))
 
     return arrange
 
@@ -531,7 +531,7 @@ BROKEN_ANSWERS = {
 @pytest.mark.parametrize("case", list(BROKEN_ANSWERS), ids=list(BROKEN_ANSWERS))
 def test_broken_answer_gives_a_clear_error(case, emu, monkeypatch):
     arrange, call, exc_class, status, code, text = BROKEN_ANSWERS[case]
-    job_id = emu.create_job(name="any")["job_id"]
+    job_id = emu.jobs.create(name="any")["job_id"]
     arrange(emu, job_id, monkeypatch)
 
     started = time.monotonic()
@@ -541,7 +541,7 @@ def test_broken_answer_gives_a_clear_error(case, emu, monkeypatch):
 
     assert elapsed < QUICK
     e = err.value
-    last = emu.request_log()[-1]
+    last = emu.recorder.request_log()[-1]
     assert (e.status, e.error_code) == (status, code)
     assert e.request_id == last["request_id"]
     message = str(e)
@@ -553,4 +553,4 @@ def test_broken_answer_gives_a_clear_error(case, emu, monkeypatch):
     assert len(message) < 1000  # a 10 MB body is never pasted into the message
     assert e.to_dict()["request_id"] == last["request_id"]
     if case == "create-500-not-retried":  # the job may exist: never sent twice
-        assert emu.count(call="create_by_url") == 1
+        assert emu.recorder.count(call="create_by_url") == 1

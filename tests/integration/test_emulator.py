@@ -255,7 +255,7 @@ def test_create_by_url_then_show_has_the_documented_shape(emu: MetaStudioEmulato
     assert info["model_asset_id"] == created.json()["model_asset_id"]
     assert (info["name"], info["style_id"]) == ("my_model", "system_male_001")
     assert shown.headers["X-Request-Id"] != created.headers["X-Request-Id"]
-    record = emu.job_record(info["job_id"])
+    record = emu.jobs.record(info["job_id"])
     assert record["picture_url"] == "https://example.com/face.png" and record["source"] == "create_by_url"
 
 
@@ -306,7 +306,7 @@ def test_create_by_url_validation(
     status, code, msg = _error(resp)
     assert (status, code) == (400, "MSS.00000003")
     assert msg.startswith(f"Invalid parameter: {field}")
-    assert emu.counters()["jobs_created"] == 0
+    assert emu.recorder.counters()["jobs_created"] == 0
 
 
 def test_create_by_url_rejects_a_body_that_is_not_json(api: Api) -> None:
@@ -328,7 +328,7 @@ def test_multipart_upload_of_a_real_png(emu: MetaStudioEmulator, api: Api) -> No
     png = make_png(320, 240)
     resp = api.create(png, name="from photo", notify_url="https://hooks.example.com/done")
     assert resp.status_code == 200, resp.text
-    record = emu.job_record(resp.json()["job_id"])
+    record = emu.jobs.record(resp.json()["job_id"])
     assert record["image"] == {
         "kind": "png",
         "width": 320,
@@ -338,7 +338,7 @@ def test_multipart_upload_of_a_real_png(emu: MetaStudioEmulator, api: Api) -> No
     }
     assert record["notify_url"] == "https://hooks.example.com/done"
     assert record["info"]["name"] == "from photo" and record["info"]["style_id"] == "system_female_001"
-    assert emu.counters()["jobs_created_by_call"] == {"create": 1}
+    assert emu.recorder.counters()["jobs_created_by_call"] == {"create": 1}
 
 
 @pytest.mark.parametrize(
@@ -369,7 +369,7 @@ def test_multipart_upload_rejections(
     status, code, msg = _error(api.create(image))
     assert (status, code) == (400, "MSS.00000003")
     assert msg.startswith("Invalid parameter: file") and detail in msg
-    assert emu.counters()["jobs_created"] == 0
+    assert emu.recorder.counters()["jobs_created"] == 0
 
 
 def test_multipart_upload_validates_the_other_fields(api: Api) -> None:
@@ -405,7 +405,7 @@ def test_list_filters_sorting_paging_and_count(emu: MetaStudioEmulator, api: Api
     # Created one emulated minute apart; durations chosen so states differ at the end.
     ids = []
     for i, (wait, proc) in enumerate([(1, 1), (1, 1000), (5000, 1), (1, 1), (5000, 1)]):
-        ids.append(emu.create_job(f"model-{i}", waiting_seconds=wait, processing_seconds=proc)["job_id"])
+        ids.append(emu.jobs.create(f"model-{i}", waiting_seconds=wait, processing_seconds=proc)["job_id"])
         emu.clock.advance(60)
     # job0 SUCCEED, job1 PROCESSING, job2 WAITING, job3 SUCCEED, job4 WAITING
     all_jobs = api.list({"limit": 100}).json()
@@ -437,12 +437,12 @@ def test_list_filters_sorting_paging_and_count(emu: MetaStudioEmulator, api: Api
 
 
 def test_list_create_time_window(emu: MetaStudioEmulator, api: Api) -> None:
-    first = emu.create_job("a")["job_id"]
+    first = emu.jobs.create("a")["job_id"]
     emu.clock.advance(3600)
     middle = emu.clock.datetime()
-    second = emu.create_job("b")["job_id"]
+    second = emu.jobs.create("b")["job_id"]
     emu.clock.advance(3600)
-    third = emu.create_job("c")["job_id"]
+    third = emu.jobs.create("c")["job_id"]
     since = (middle - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     until = (middle + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [j["job_id"] for j in api.list({"create_since": since}).json()["picture_modeling_jobs"]] == [
@@ -462,7 +462,7 @@ def test_list_create_time_window(emu: MetaStudioEmulator, api: Api) -> None:
 
 def test_list_ties_are_broken_by_creation_sequence(emu: MetaStudioEmulator, api: Api) -> None:
     # Same create second and same update time (both still WAITING): order is creation order.
-    ids = [emu.create_job(f"tie-{i}", waiting_seconds=10_000)["job_id"] for i in range(6)]
+    ids = [emu.jobs.create(f"tie-{i}", waiting_seconds=10_000)["job_id"] for i in range(6)]
     got = [j["job_id"] for j in api.list({"sort_key": "update_time"}).json()["picture_modeling_jobs"]]
     assert got == ids
     got_desc = [
@@ -571,7 +571,7 @@ def test_outcomes_by_name(emu: MetaStudioEmulator, api: Api) -> None:
     failing = _new_job(api, name="please fail")
     partial = _new_job(api, name="a partial one")
     fine = _new_job(api, name="fine")
-    emu.set_outcome("late*", "CANCELED")
+    emu.jobs.set_outcome("late*", "CANCELED")
     late = _new_job(api, name="late-binding")
     emu.clock.advance(31)
     failed = api.show(failing).json()
@@ -583,7 +583,7 @@ def test_outcomes_by_name(emu: MetaStudioEmulator, api: Api) -> None:
     assert part["state"] == "PARTIAL_SUCCEED" and "model_cover_url" not in part and part["error_info"] is None
     assert "model_cover_url" in api.show(fine).json()
     assert api.show(late).json()["state"] == "CANCELED"
-    emu.set_outcome("late*", None)
+    emu.jobs.set_outcome("late*", None)
     later = _new_job(api, name="late-again")
     emu.clock.advance(31)
     assert api.show(later).json()["state"] == "SUCCEED"
@@ -599,7 +599,7 @@ def _outcomes(seed: int, n: int = 24) -> list[tuple[str, float]]:
     with MetaStudioEmulator(config) as emu:
         api = Api(emu)
         ids = [_new_job(api, name=f"job-{i}") for i in range(n)]
-        records = [emu.job_record(i) for i in ids]
+        records = [emu.jobs.record(i) for i in ids]
         api.session.close()
     return [(r["outcome"], round(r["processing_seconds"], 6)) for r in records]
 
@@ -613,7 +613,7 @@ def test_outcome_weights_and_jitter_are_deterministic_per_seed() -> None:
 
 
 def test_admin_outcome_and_forced_state(emu: MetaStudioEmulator, api: Api) -> None:
-    job = emu.create_job(
+    job = emu.jobs.create(
         "forced",
         outcome="FAILED",
         waiting_seconds=0,
@@ -628,20 +628,20 @@ def test_admin_outcome_and_forced_state(emu: MetaStudioEmulator, api: Api) -> No
         "error_code": "MSS.00000012",
         "error_msg": "Picture modeling failed: blurry photo",
     }
-    waiting = emu.create_job("to cancel", waiting_seconds=100)
-    canceled = emu.set_state(waiting["job_id"], "CANCELED")
+    waiting = emu.jobs.create("to cancel", waiting_seconds=100)
+    canceled = emu.jobs.set_state(waiting["job_id"], "CANCELED")
     assert canceled["state"] == "CANCELED" and canceled["start_time"] is None and canceled["end_time"]
     emu.clock.advance(1000)
     assert (
         api.show(waiting["job_id"]).json()["state"] == "CANCELED"
     )  # pinned, the lifecycle no longer moves it
-    odd = emu.set_state(emu.create_job("odd")["job_id"], "ARCHIVING")  # not in the contract
+    odd = emu.jobs.set_state(emu.jobs.create("odd")["job_id"], "ARCHIVING")  # not in the contract
     assert odd["state"] == "ARCHIVING" and odd["end_time"] is None and "model_cover_url" not in odd
     assert api.list({"state": "WAITING"}).json()["count"] == 0
     with pytest.raises(ValueError):
-        emu.set_state(waiting["job_id"], "done; drop table")
+        emu.jobs.set_state(waiting["job_id"], "done; drop table")
     with pytest.raises(KeyError):
-        emu.get_job("nope")
+        emu.jobs.get("nope")
 
 
 # ------------------------------------------------------------------------------------------
@@ -821,7 +821,7 @@ def _wire_key(vector: dict[str, Any]) -> str:
 @pytest.mark.parametrize("vector", WIRE, ids=_wire_key)
 def test_wire_vectors_replayed_byte_for_byte_pass(vector: dict[str, Any]) -> None:
     with _vector_emulator() as emu:
-        emu.create_job("my_model", job_id=VECTOR_JOB)
+        emu.jobs.create("my_model", job_id=VECTOR_JOB)
         status, body = _replay(
             emu,
             vector["method"],
@@ -869,7 +869,7 @@ def test_wire_vectors_with_one_changed_byte_are_refused(vector: dict[str, Any], 
     elif part == "date":
         headers = [(n, v[:-3] + "48Z" if n == "X-Sdk-Date" else v) for n, v in headers]
     with _vector_emulator() as emu:
-        emu.create_job("my_model", job_id=VECTOR_JOB)
+        emu.jobs.create("my_model", job_id=VECTOR_JOB)
         status, err = _replay(emu, vector["method"], raw_path, headers, body)
         if part == "body" and unsigned_payload:
             # multipart bodies are signed as UNSIGNED-PAYLOAD: a changed byte passes the gateway
@@ -880,7 +880,7 @@ def test_wire_vectors_with_one_changed_byte_are_refused(vector: dict[str, Any], 
         assert VECTOR_SK not in err["error_msg"]
         expected_sig = vector["expected_authorization"].rsplit("=", 1)[1]
         assert expected_sig not in err["error_msg"]
-        assert emu.counters()["jobs_created"] == 0
+        assert emu.recorder.counters()["jobs_created"] == 0
 
 
 def test_requests_outside_the_clock_window_are_refused(api: Api) -> None:
@@ -1084,14 +1084,14 @@ def test_iam_token_issue_use_and_expiry(emu: MetaStudioEmulator) -> None:
 def test_iam_token_by_project_name_and_expire_all(emu: MetaStudioEmulator) -> None:
     by_name = _get_token(emu, _token_body(emu, scope={"project": {"name": emu.config.project_name}}))
     assert by_name.status_code == 201
-    tokens = [by_name.headers["X-Subject-Token"], emu.issue_token()]
+    tokens = [by_name.headers["X-Subject-Token"], emu.iam.issue_token()]
     assert all(_token_show(emu, t).status_code == 200 for t in tokens)
-    assert emu.expire_tokens() == 2
+    assert emu.iam.expire_tokens() == 2
     assert all(_token_show(emu, t).status_code == 401 for t in tokens)
     assert _token_show(emu, "MIITforged").status_code == 401
     fresh = _get_token(emu, _token_body(emu)).headers["X-Subject-Token"]
     assert _token_show(emu, fresh).status_code == 200
-    assert emu.counters()["tokens_issued"] == 3
+    assert emu.recorder.counters()["tokens_issued"] == 3
 
 
 @pytest.mark.metastudio_emulator(
@@ -1174,7 +1174,7 @@ def test_default_quotas_are_the_documented_ones() -> None:
 @pytest.mark.metastudio_emulator(quotas_enabled=True, rates={"show": 0.01, "list": 0.01})
 def test_per_tenant_quota_gives_429_with_retry_after(emu: MetaStudioEmulator, api: Api) -> None:
     # 0.01/s: one request per 100 emulated seconds, so real time between requests never matters.
-    job_id = emu.create_job("q")["job_id"]
+    job_id = emu.jobs.create("q")["job_id"]
     assert api.show(job_id).status_code == 200
     throttled = api.show(job_id)
     status, code, msg = _error(throttled)
@@ -1182,7 +1182,7 @@ def test_per_tenant_quota_gives_429_with_retry_after(emu: MetaStudioEmulator, ap
     assert re.fullmatch(r"[0-9a-f]{32}", throttled.headers["X-Request-Id"])
     assert throttled.headers["Retry-After"].isdigit() and 1 <= int(throttled.headers["Retry-After"]) <= 100
     assert api.list().status_code == 200  # another call has its own bucket
-    counters = emu.counters()
+    counters = emu.recorder.counters()
     assert counters["throttled"] == {"show": 1} and counters["throttled_total"] == 1
     assert counters["statuses"]["show"] == {"200": 1, "429": 1}
     emu.clock.advance(100)
@@ -1205,13 +1205,13 @@ def test_all_tenants_quota(emu: MetaStudioEmulator, api: Api) -> None:
 @pytest.mark.metastudio_emulator(quotas_enabled=True, rates={"create_by_url": 0.01}, burst=3)
 def test_burst_allows_back_to_back_requests(emu: MetaStudioEmulator, api: Api) -> None:
     assert [api.create_by_url().status_code for _ in range(4)] == [200, 200, 200, 429]
-    assert emu.counters()["jobs_created"] == 3
+    assert emu.recorder.counters()["jobs_created"] == 3
 
 
 @pytest.mark.metastudio_emulator(quotas_enabled=True, time_scale=60.0, rates={"show": 0.01})
 def test_retry_after_is_real_seconds_when_scaled(emu: MetaStudioEmulator, api: Api) -> None:
     # One show per 100 emulated seconds = 1.67 real seconds at 60x.
-    job_id = emu.create_job("q")["job_id"]
+    job_id = emu.jobs.create("q")["job_id"]
     assert api.show(job_id).status_code == 200
     throttled = api.show(job_id)
     assert throttled.status_code == 429
@@ -1233,9 +1233,9 @@ def test_retry_after_format() -> None:
 
 def test_quotas_can_be_switched_off_and_on(emu: MetaStudioEmulator, api: Api) -> None:
     assert all(api.list().status_code == 200 for _ in range(5))
-    emu.set_quotas(enabled=True, rates={"list": 0.01})
+    emu.quotas.set(enabled=True, rates={"list": 0.01})
     assert [api.list().status_code for _ in range(2)] == [200, 429]
-    emu.set_quotas(enabled=False)
+    emu.quotas.set(enabled=False)
     assert api.list().status_code == 200
 
 
@@ -1246,8 +1246,8 @@ def test_quotas_can_be_switched_off_and_on(emu: MetaStudioEmulator, api: Api) ->
 
 @pytest.mark.parametrize("kind", ["500", "502", "503", "504", "html", "429"])
 def test_one_shot_error_faults(emu: MetaStudioEmulator, api: Api, kind: str) -> None:
-    job_id = emu.create_job("f")["job_id"]
-    emu.inject("show", kind)
+    job_id = emu.jobs.create("f")["job_id"]
+    emu.faults.inject("show", kind)
     resp = api.show(job_id)
     assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-Id"])
     if kind == "500":
@@ -1259,45 +1259,45 @@ def test_one_shot_error_faults(emu: MetaStudioEmulator, api: Api, kind: str) -> 
         assert resp.headers["Content-Type"] == "text/html"
         assert resp.text.startswith("<html>") and "nginx" in resp.text
     assert api.show(job_id).status_code == 200  # consumed
-    assert emu.counters()["faults"] == {kind: 1}
+    assert emu.recorder.counters()["faults"] == {kind: 1}
 
 
 def test_one_shots_are_consumed_in_order_by_matching_calls(emu: MetaStudioEmulator, api: Api) -> None:
-    job_id = emu.create_job("f")["job_id"]
-    emu.inject("show", "500", count=2)
-    emu.inject("list", "503")
-    emu.inject("*", "504")
+    job_id = emu.jobs.create("f")["job_id"]
+    emu.faults.inject("show", "500", count=2)
+    emu.faults.inject("list", "503")
+    emu.faults.inject("*", "504")
     assert [api.show(job_id).status_code for _ in range(3)] == [500, 500, 504]
     assert api.list().status_code == 503
     assert api.list().status_code == 200
     assert api.show(job_id).status_code == 200
-    assert emu.counters()["faults_by_call"] == {"show": {"500": 2, "504": 1}, "list": {"503": 1}}
+    assert emu.recorder.counters()["faults_by_call"] == {"show": {"500": 2, "504": 1}, "list": {"503": 1}}
 
 
 def test_drop_before_create_creates_nothing(emu: MetaStudioEmulator, api: Api) -> None:
-    emu.inject("create_by_url", "drop")
+    emu.faults.inject("create_by_url", "drop")
     with pytest.raises(requests.ConnectionError):
         api.create_by_url()
-    assert emu.counters()["jobs_created"] == 0
-    assert emu.jobs() == []
-    assert [e["status"] for e in emu.request_log()] == [0]
+    assert emu.recorder.counters()["jobs_created"] == 0
+    assert emu.jobs.records() == []
+    assert [e["status"] for e in emu.recorder.request_log()] == [0]
 
 
 def test_drop_after_create_leaves_the_job(emu: MetaStudioEmulator, api: Api) -> None:
-    emu.inject("create", "drop_after")
+    emu.faults.inject("create", "drop_after")
     with pytest.raises(requests.ConnectionError):
         api.create(make_png(10, 10), name="dropped after")
-    assert emu.counters()["jobs_created"] == 1
-    assert [j["info"]["name"] for j in emu.jobs()] == ["dropped after"]
+    assert emu.recorder.counters()["jobs_created"] == 1
+    assert [j["info"]["name"] for j in emu.jobs.records()] == ["dropped after"]
     listed = api.list().json()
     assert listed["count"] == 1 and listed["picture_modeling_jobs"][0]["name"] == "dropped after"
 
 
 def test_malformed_empty_and_huge_bodies(emu: MetaStudioEmulator, api: Api) -> None:
-    job_id = emu.create_job("f")["job_id"]
-    emu.inject("show", "malformed")
-    emu.inject("show", "empty")
-    emu.inject("show", "huge", size=3_000_000)
+    job_id = emu.jobs.create("f")["job_id"]
+    emu.faults.inject("show", "malformed")
+    emu.faults.inject("show", "empty")
+    emu.faults.inject("show", "huge", size=3_000_000)
     malformed = api.show(job_id)
     assert malformed.status_code == 200 and malformed.content.startswith(b'{"job_id"')
     with pytest.raises(ValueError):
@@ -1310,25 +1310,25 @@ def test_malformed_empty_and_huge_bodies(emu: MetaStudioEmulator, api: Api) -> N
 
 
 def test_delay_fault_sleeps_then_answers(emu: MetaStudioEmulator, api: Api) -> None:
-    job_id = emu.create_job("f")["job_id"]
-    emu.inject("show", "delay", delay=0.3)
+    job_id = emu.jobs.create("f")["job_id"]
+    emu.faults.inject("show", "delay", delay=0.3)
     started = time.monotonic()
     resp = api.show(job_id)
     assert resp.status_code == 200 and time.monotonic() - started >= 0.3
-    assert emu.request_log()[-1]["fault"] == "delay"
+    assert emu.recorder.request_log()[-1]["fault"] == "delay"
 
 
 def test_faults_on_iam_and_cover_only_when_asked(emu: MetaStudioEmulator, api: Api) -> None:
-    emu.set_faults({"500": 1.0})
+    emu.faults.set_rates({"500": 1.0})
     assert _get_token(emu, _token_body(emu)).status_code == 201  # default calls: service only
     assert api.list().status_code == 500
-    emu.clear_faults()
-    emu.inject("iam", "503")
+    emu.faults.clear()
+    emu.faults.inject("iam", "503")
     assert _get_token(emu, _token_body(emu)).status_code == 503
     with pytest.raises(ValueError):
-        emu.inject("nope", "500")
+        emu.faults.inject("nope", "500")
     with pytest.raises(ValueError):
-        emu.inject("show", "teapot")
+        emu.faults.inject("show", "teapot")
 
 
 def _statuses_with_seed(seed: int) -> list[int]:
@@ -1342,7 +1342,7 @@ def _statuses_with_seed(seed: int) -> list[int]:
             resp = api.list()
             out.append(resp.status_code if resp.content[-1:] == b"}" or resp.status_code != 200 else -1)
         api.session.close()
-        counters = emu.counters()
+        counters = emu.recorder.counters()
     assert counters["faults_total"] == sum(1 for s in out if s != 200)
     return out
 
@@ -1355,12 +1355,12 @@ def test_probabilistic_faults_are_seeded() -> None:
 
 
 def test_probabilistic_drop(emu: MetaStudioEmulator, api: Api) -> None:
-    emu.set_faults({"drop": 1.0}, calls=["list"])
+    emu.faults.set_rates({"drop": 1.0}, calls=["list"])
     with pytest.raises(requests.ConnectionError):
         api.list()
-    assert emu.request_log()[-1]["status"] == 0 and emu.counters()["faults"] == {"drop": 1}
+    assert emu.recorder.request_log()[-1]["status"] == 0 and emu.recorder.counters()["faults"] == {"drop": 1}
     with pytest.raises(ValueError):
-        emu.set_faults({"500": 0.8, "drop": 0.3})
+        emu.faults.set_rates({"500": 0.8, "drop": 0.3})
 
 
 # ------------------------------------------------------------------------------------------
@@ -1373,13 +1373,13 @@ def test_counters_and_request_log(emu: MetaStudioEmulator, api: Api) -> None:
     api.show(job_id)
     api.show("unknown_SMS")
     requests.get(emu.base_url + "/v1/x/other", timeout=10)
-    counters = emu.counters()
+    counters = emu.recorder.counters()
     assert counters["requests"] == {"create_by_url": 1, "show": 2, "unknown": 1}
     assert counters["statuses"]["show"] == {"200": 1, "404": 1}
     assert counters["jobs_created"] == 1 and counters["total"] == 4
     show_path = STYLIZED.format(project=emu.project_id) + f"/picture-modelings/{job_id}"
     assert counters["paths"][f"GET {show_path}"] == 1
-    log = emu.request_log()
+    log = emu.recorder.request_log()
     assert [(e["method"], e["call"], e["status"]) for e in log] == [
         ("POST", "create_by_url", 200),
         ("GET", "show", 200),
@@ -1387,9 +1387,13 @@ def test_counters_and_request_log(emu: MetaStudioEmulator, api: Api) -> None:
         ("GET", "unknown", 404),
     ]
     assert all(e["request_id"] and e["time"] > 0 for e in log)
-    assert emu.count("show") == 2 and emu.count(status=404) == 2 and emu.count("show", 200) == 1
-    emu.reset_counters()
-    assert emu.counters()["total"] == 0 and emu.request_log() == []
+    assert (
+        emu.recorder.count("show") == 2
+        and emu.recorder.count(status=404) == 2
+        and emu.recorder.count("show", 200) == 1
+    )
+    emu.recorder.reset()
+    assert emu.recorder.counters()["total"] == 0 and emu.recorder.request_log() == []
 
 
 def test_unknown_paths_and_methods(emu: MetaStudioEmulator, api: Api) -> None:
@@ -1416,13 +1420,37 @@ def test_protocol_errors_keep_the_error_shape(emu: MetaStudioEmulator) -> None:
 
 @pytest.mark.metastudio_emulator(quotas_enabled=True, rates={"show": 5, "list": 0})
 def test_configured_rates_are_merged_over_the_defaults(emu: MetaStudioEmulator) -> None:
-    settings = emu.set_quotas()
+    settings = emu.quotas.set()
     assert settings["rates"] == {"show": 5.0, "create": 1.0, "create_by_url": 2.0}
     assert settings["global_rates"]["list"] == 10.0
 
 
 def _admin(emu: MetaStudioEmulator, method: str, path: str, body: Any = None) -> requests.Response:
     return requests.request(method, f"{emu.base_url}/_emulator{path}", json=body, timeout=10)
+
+
+def test_admin_routes_and_components_are_the_same_operations(emu: MetaStudioEmulator) -> None:
+    # What one side changes, the other reads: both go through the component's methods.
+    emu.quotas.set(rates={"show": 3})
+    assert _admin(emu, "GET", "/quotas").json()["rates"]["show"] == 3.0
+    assert _admin(emu, "POST", "/outcomes", {"pattern": "*odd*", "state": "CANCELED"}).status_code == 200
+    assert emu.jobs.outcomes()["patterns"] == {"*odd*": "CANCELED"}
+    assert _admin(emu, "GET", "/outcomes").json() == emu.jobs.outcomes()
+    emu.faults.inject("list", "500")
+    assert _admin(emu, "DELETE", "/faults").json()["one_shots"] == []
+    assert emu.faults.settings()["one_shots"] == []
+    clock = _admin(emu, "GET", "/clock").json()
+    assert clock["time_scale"] == emu.clock.time_scale and abs(clock["now_timestamp"] - emu.clock.now()) < 5
+    job = emu.jobs.create("odd-one")
+    assert _admin(emu, "GET", f"/jobs/{job['job_id']}").json()["outcome"] == "CANCELED"
+    # A known path with a method it does not take, and a body that is not an object.
+    wrong = _admin(emu, "GET", "/reset")
+    assert (wrong.status_code, wrong.json()["error_code"]) == (404, "EMU.0404")
+    assert "GET /_emulator/reset" in wrong.json()["error_msg"]
+    listed = _admin(emu, "POST", "/jobs", ["not", "an", "object"])
+    assert (listed.status_code, listed.json()["error_code"]) == (400, "EMU.0400")
+    unknown_kwarg = _admin(emu, "PUT", "/list-quirks", {"sort_everything": True})
+    assert unknown_kwarg.status_code == 400
 
 
 # ------------------------------------------------------------------------------------------
@@ -1456,19 +1484,19 @@ def _listed(hook: Any, **filters: Any) -> list[tuple[str, str]]:
 def test_list_quirk_ignore_sort(emu: MetaStudioEmulator, hook: Any) -> None:
     ids = []
     for i in range(3):
-        ids.append(emu.create_job(f"m{i}")["job_id"])
+        ids.append(emu.jobs.create(f"m{i}")["job_id"])
         emu.clock.advance(10)
     assert [i for i, _ in _listed(hook, sort_dir="desc")] == ids[::-1]
-    assert emu.set_list_quirks(ignore_sort=True)["ignore_sort"] is True
+    assert emu.faults.set_list_quirks(ignore_sort=True)["ignore_sort"] is True
     for sort_key in ("create_time", "update_time", "asset_order"):
         assert [i for i, _ in _listed(hook, sort_key=sort_key, sort_dir="desc")] == ids
-    emu.set_list_quirks()  # the defaults switch it off
+    emu.faults.set_list_quirks()  # the defaults switch it off
     assert [i for i, _ in _listed(hook, sort_dir="desc")] == ids[::-1]
 
 
 def test_list_quirk_visibility_delay(emu: MetaStudioEmulator, hook: Any) -> None:
-    job_id = emu.create_job("lagging", waiting_seconds=5, processing_seconds=25)["job_id"]
-    emu.set_list_quirks(visibility_delay=60)
+    job_id = emu.jobs.create("lagging", waiting_seconds=5, processing_seconds=25)["job_id"]
+    emu.faults.set_list_quirks(visibility_delay=60)
     emu.clock.advance(31)  # ended 1 s ago
     assert hook.get_picture_modeling_job(job_id).state == "SUCCEED"  # details: the truth
     assert _listed(hook) == [(job_id, "PROCESSING")]
@@ -1479,18 +1507,18 @@ def test_list_quirk_visibility_delay(emu: MetaStudioEmulator, hook: Any) -> None
     emu.clock.advance(59)
     assert _listed(hook) == [(job_id, "SUCCEED")]
     # A forced end lags the same way, showing what it interrupted.
-    other = emu.create_job("canceled", waiting_seconds=1000)["job_id"]
-    emu.set_state(other, "CANCELED")
+    other = emu.jobs.create("canceled", waiting_seconds=1000)["job_id"]
+    emu.jobs.set_state(other, "CANCELED")
     assert dict(_listed(hook))[other] == "WAITING"
     assert hook.get_picture_modeling_job(other).state == "CANCELED"
-    emu.clear_faults()
+    emu.faults.clear()
     assert dict(_listed(hook))[other] == "CANCELED"
 
 
 @pytest.mark.metastudio_emulator(quotas_enabled=False, time_scale=100)
 def test_list_quirk_visibility_delay_is_emulated_time(emu: MetaStudioEmulator, hook: Any) -> None:
-    job_id = emu.create_job("scaled", waiting_seconds=0, processing_seconds=0)["job_id"]
-    emu.set_list_quirks(visibility_delay=30)  # 0.3 real seconds at this scale
+    job_id = emu.jobs.create("scaled", waiting_seconds=0, processing_seconds=0)["job_id"]
+    emu.faults.set_list_quirks(visibility_delay=30)  # 0.3 real seconds at this scale
     assert _listed(hook) == [(job_id, "WAITING")]
     time.sleep(0.4)
     assert _listed(hook) == [(job_id, "SUCCEED")]
@@ -1498,16 +1526,16 @@ def test_list_quirk_visibility_delay_is_emulated_time(emu: MetaStudioEmulator, h
 
 def test_list_quirk_stale_update_time(emu: MetaStudioEmulator, hook: Any) -> None:
     # "slow" starts first and finishes last; "quick" starts later and finishes first.
-    slow = emu.create_job("slow", waiting_seconds=0, processing_seconds=100)["job_id"]
+    slow = emu.jobs.create("slow", waiting_seconds=0, processing_seconds=100)["job_id"]
     emu.clock.advance(10)
-    quick = emu.create_job("quick", waiting_seconds=0, processing_seconds=10)["job_id"]
+    quick = emu.jobs.create("quick", waiting_seconds=0, processing_seconds=10)["job_id"]
     emu.clock.advance(200)
     by_update = {"sort_key": "update_time", "sort_dir": "desc"}
     assert [i for i, _ in _listed(hook, **by_update)] == [slow, quick]
-    emu.set_list_quirks(stale_update_time=True)
+    emu.faults.set_list_quirks(stale_update_time=True)
     assert [i for i, _ in _listed(hook, **by_update)] == [quick, slow]  # sorted by start time
     assert [i for i, _ in _listed(hook, sort_dir="desc")] == [quick, slow]  # create_time unaffected
-    assert emu.state.list_quirks() == {
+    assert emu.faults.list_quirks() == {
         "ignore_sort": False,
         "visibility_delay": 0.0,
         "stale_update_time": True,
@@ -1517,9 +1545,9 @@ def test_list_quirk_stale_update_time(emu: MetaStudioEmulator, hook: Any) -> Non
 def test_deleted_job_vanishes(emu: MetaStudioEmulator, hook: Any) -> None:
     from airflow_provider_metastudio.exceptions import MetaStudioNotFoundError
 
-    kept = emu.create_job("kept")["job_id"]
-    gone = emu.create_job("gone")["job_id"]
-    emu.delete_job(gone)
+    kept = emu.jobs.create("kept")["job_id"]
+    gone = emu.jobs.create("gone")["job_id"]
+    emu.jobs.delete(gone)
     with pytest.raises(MetaStudioNotFoundError) as exc:
         hook.get_picture_modeling_job(gone)
     assert (exc.value.status, exc.value.error_code, exc.value.error_msg) == (
@@ -1530,7 +1558,7 @@ def test_deleted_job_vanishes(emu: MetaStudioEmulator, hook: Any) -> None:
     assert _listed(hook) == [(kept, "WAITING")]
     assert hook.list_picture_modeling_jobs_page().total == 1
     with pytest.raises(KeyError):
-        emu.delete_job(gone)
+        emu.jobs.delete(gone)
 
 
 @pytest.mark.parametrize(
@@ -1542,28 +1570,28 @@ def test_job_error_answers_only_the_details_call(
 ) -> None:
     from airflow_provider_metastudio import exceptions
 
-    job_id = emu.create_job("erring")["job_id"]
-    emu.set_job_error(job_id, status, code)
+    job_id = emu.jobs.create("erring")["job_id"]
+    emu.faults.set_job_error(job_id, status, code)
     with pytest.raises(getattr(exceptions, error)) as exc:
         hook.get_picture_modeling_job(job_id)
     assert (exc.value.status, exc.value.error_code) == (status, code)
     assert job_id in exc.value.error_msg
     assert _listed(hook) == [(job_id, "WAITING")]  # lists are unaffected
-    emu.set_job_error(job_id, 400, "MSS.00000003", "Invalid parameter: job_id")
+    emu.faults.set_job_error(job_id, 400, "MSS.00000003", "Invalid parameter: job_id")
     with pytest.raises(exceptions.MetaStudioBadRequestError, match="Invalid parameter: job_id"):
         hook.get_picture_modeling_job(job_id)
-    emu.clear_job_error(job_id)
+    emu.faults.clear_job_error(job_id)
     assert hook.get_picture_modeling_job(job_id).state == "WAITING"
     with pytest.raises(ValueError):
-        emu.set_job_error(job_id, 200, "OK")
+        emu.faults.set_job_error(job_id, 200, "OK")
 
 
 def test_outage_window_then_normal_service(emu: MetaStudioEmulator, hook: Any) -> None:
     from airflow_provider_metastudio.exceptions import MetaStudioGatewayError
 
-    job_id = emu.create_job("through an outage")["job_id"]
-    emu.inject("show", "500")  # waits for the outage to end
-    emu.outage(1.0)
+    job_id = emu.jobs.create("through an outage")["job_id"]
+    emu.faults.inject("show", "500")  # waits for the outage to end
+    emu.faults.outage(1.0)
     started = time.monotonic()
     failures = 0
     while time.monotonic() - started < 0.3:
@@ -1575,7 +1603,7 @@ def test_outage_window_then_normal_service(emu: MetaStudioEmulator, hook: Any) -
     time.sleep(max(0.0, 1.1 - (time.monotonic() - started)))
     assert api_status(hook, job_id) == 500  # the one-shot, now
     assert hook.get_picture_modeling_job(job_id).job_id == job_id
-    counters = emu.counters()
+    counters = emu.recorder.counters()
     assert counters["faults_by_call"]["show"]["503"] + counters["faults_by_call"]["list"]["503"] == failures
     assert counters["faults"] == {"503": failures, "500": 1}
 
@@ -1594,8 +1622,8 @@ def api_status(hook: Any, job_id: str) -> int:
 def test_outage_kinds_and_calls(emu: MetaStudioEmulator, hook: Any, kind: str) -> None:
     from airflow_provider_metastudio.exceptions import MetaStudioConnectionError, MetaStudioError
 
-    job_id = emu.create_job("x")["job_id"]
-    emu.outage(30, call="list", kind=kind)
+    job_id = emu.jobs.create("x")["job_id"]
+    emu.faults.outage(30, call="list", kind=kind)
     for _ in range(2):
         with pytest.raises(MetaStudioError) as exc:
             hook.list_picture_modeling_jobs_page()
@@ -1605,24 +1633,24 @@ def test_outage_kinds_and_calls(emu: MetaStudioEmulator, hook: Any, kind: str) -
             expected = (int(kind),) if kind.isdigit() else (502, 503, 504)
             assert exc.value.status in expected
     assert hook.get_picture_modeling_job(job_id).job_id == job_id  # other calls are served
-    assert emu.counters()["faults_by_call"] == {"list": {kind: 2}}
-    assert emu.state.fault_settings()["outages"][0]["call"] == "list"
-    emu.clear_faults()
+    assert emu.recorder.counters()["faults_by_call"] == {"list": {kind: 2}}
+    assert emu.faults.settings()["outages"][0]["call"] == "list"
+    emu.faults.clear()
     assert hook.list_picture_modeling_jobs_page().total == 1
     with pytest.raises(ValueError):
-        emu.outage(0)
+        emu.faults.outage(0)
     with pytest.raises(ValueError):
-        emu.outage(1, kind="teapot")
+        emu.faults.outage(1, kind="teapot")
     with pytest.raises(ValueError):
-        emu.outage(1, call="nothing")
+        emu.faults.outage(1, call="nothing")
 
 
 def test_admin_routes_for_quirks_deletes_job_errors_and_outages(emu: MetaStudioEmulator, hook: Any) -> None:
     from airflow_provider_metastudio.exceptions import MetaStudioApiError, MetaStudioNotFoundError
 
-    a = emu.create_job("a")["job_id"]
+    a = emu.jobs.create("a")["job_id"]
     emu.clock.advance(1)
-    b = emu.create_job("b")["job_id"]
+    b = emu.jobs.create("b")["job_id"]
     quirks = _admin(emu, "PUT", "/list-quirks", {"ignore_sort": True, "visibility_delay": 5}).json()
     assert quirks == {"ignore_sort": True, "visibility_delay": 5.0, "stale_update_time": False}
     assert _admin(emu, "GET", "/list-quirks").json() == quirks
@@ -1704,9 +1732,9 @@ def test_admin_interface(emu: MetaStudioEmulator, api: Api) -> None:
     assert [api.list().status_code for _ in range(2)] == [200, 429]
     assert _admin(emu, "GET", "/nothing").status_code == 404
     # since reset-counters: 2 token shows and 2 lists; admin calls are never counted
-    assert emu.counters()["total"] == 4
+    assert emu.recorder.counters()["total"] == 4
     _admin(emu, "POST", "/reset")
-    assert emu.jobs() == [] and emu.counters()["total"] == 0
+    assert emu.jobs.records() == [] and emu.recorder.counters()["total"] == 0
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(emu: MetaStudioEmulator, api: Api) -> None:
@@ -1727,8 +1755,8 @@ def test_keep_alive_serves_several_requests_on_one_connection(emu: MetaStudioEmu
 
 
 def test_hundreds_of_concurrent_keep_alive_connections(emu: MetaStudioEmulator) -> None:
-    job_id = emu.create_job("busy")["job_id"]
-    token = emu.issue_token()
+    job_id = emu.jobs.create("busy")["job_id"]
+    token = emu.iam.issue_token()
     path = STYLIZED.format(project=emu.project_id) + f"/picture-modelings/{job_id}"
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: {token}\r\n\r\n".encode()
 
@@ -1754,12 +1782,12 @@ def test_hundreds_of_concurrent_keep_alive_connections(emu: MetaStudioEmulator) 
         return statuses
 
     assert asyncio.run(run()) == [200] * 900
-    assert emu.count("show", 200) == 900
+    assert emu.recorder.count("show", 200) == 900
 
 
 def test_concurrent_httpx_async_client(emu: MetaStudioEmulator) -> None:
-    job_id = emu.create_job("busy")["job_id"]
-    token = emu.issue_token()
+    job_id = emu.jobs.create("busy")["job_id"]
+    token = emu.iam.issue_token()
     url = emu.base_url + STYLIZED.format(project=emu.project_id) + f"/picture-modelings/{job_id}"
 
     async def run() -> list[int]:

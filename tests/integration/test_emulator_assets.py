@@ -43,11 +43,11 @@ def test_asset_lifecycle_follows_the_job(
     metastudio_emulator: MetaStudioEmulator, hook: MetaStudioHook
 ) -> None:
     emu = metastudio_emulator
-    job = emu.create_job("model_a", "system_female_001")
+    job = emu.jobs.create("model_a", "system_female_001")
     asset_id = job["model_asset_id"]
     assert hook.get_asset(asset_id).state == "CREATING"
     emu.clock.advance(3)  # the job is SUCCEED, the asset not ready yet
-    assert emu.get_job(job["job_id"])["state"] == "SUCCEED"
+    assert emu.jobs.get(job["job_id"])["state"] == "SUCCEED"
     asset = hook.get_asset(asset_id)
     assert (asset.state, asset.files) == ("CREATING", ())
     emu.clock.advance(5)
@@ -61,7 +61,7 @@ def test_downloads_are_real_files_with_matching_md5(
     metastudio_emulator: MetaStudioEmulator, hook: MetaStudioHook
 ) -> None:
     emu = metastudio_emulator
-    asset_id = emu.create_job("model_b")["model_asset_id"]
+    asset_id = emu.jobs.create("model_b")["model_asset_id"]
     emu.clock.advance(10)
     asset = hook.get_asset(asset_id)
     main, cover = asset.files_of(["MAIN"])[0], asset.files_of(["COVER"])[0]
@@ -76,20 +76,20 @@ def test_downloads_are_real_files_with_matching_md5(
 
 def test_corrupted_download_fails_the_md5_check(metastudio_emulator: MetaStudioEmulator, hook) -> None:
     emu = metastudio_emulator
-    asset_id = emu.create_job("model_c")["model_asset_id"]
+    asset_id = emu.jobs.create("model_c")["model_asset_id"]
     emu.clock.advance(10)
-    emu.corrupt_asset_file(asset_id, "MAIN", count=1)
+    emu.assets.corrupt(asset_id, "MAIN", count=1)
     main = hook.get_asset(asset_id).files_of(["MAIN"])[0]
     with pytest.raises(MetaStudioChecksumError, match="model.glb"):
         hook.download_asset_file(main, io.BytesIO())
     out = io.BytesIO()
     hook.download_asset_file(main, out)  # count=1: the next download is right
-    assert out.getvalue() == emu.asset_file_bytes(asset_id)
+    assert out.getvalue() == emu.assets.file_bytes(asset_id)
 
 
 def test_download_url_expires(metastudio_emulator: MetaStudioEmulator, hook) -> None:
     emu = metastudio_emulator
-    asset_id = emu.create_job("model_d")["model_asset_id"]
+    asset_id = emu.jobs.create("model_d")["model_asset_id"]
     emu.clock.advance(10)
     main = hook.get_asset(asset_id).files_of(["MAIN"])[0]
     emu.clock.advance(24 * 3600 + 1)
@@ -106,15 +106,15 @@ def test_download_url_expires(metastudio_emulator: MetaStudioEmulator, hook) -> 
 )
 def test_outcomes_by_name_and_forced_states(metastudio_emulator: MetaStudioEmulator, hook) -> None:
     emu = metastudio_emulator
-    ids = {n: emu.create_job(n)["model_asset_id"] for n in ("m_blocked", "m_broken", "m_jobfail", "m_ok")}
+    ids = {n: emu.jobs.create(n)["model_asset_id"] for n in ("m_blocked", "m_broken", "m_jobfail", "m_ok")}
     emu.clock.advance(10)
     states = {n: hook.get_asset(i).state for n, i in ids.items()}
     assert states == {"m_blocked": "BLOCK", "m_broken": "FAILED", "m_jobfail": "FAILED", "m_ok": "ACTIVED"}
     blocked = hook.get_asset(ids["m_blocked"])
     assert blocked.is_failure and all(f.download_url is None for f in blocked.files)
-    emu.set_asset_state(ids["m_ok"], "DELETED")
+    emu.assets.set_state(ids["m_ok"], "DELETED")
     assert hook.get_asset(ids["m_ok"]).is_failure
-    emu.set_asset_state(ids["m_jobfail"], "SOMETHING_NEW")
+    emu.assets.set_state(ids["m_jobfail"], "SOMETHING_NEW")
     odd = hook.get_asset(ids["m_jobfail"])
     assert (odd.state, odd.is_usable, odd.is_failure, odd.known_state) == (
         "SOMETHING_NEW",
@@ -132,9 +132,9 @@ def test_unknown_asset_is_404(hook, metastudio_emulator) -> None:
 def test_list_filters_and_pages(metastudio_emulator: MetaStudioEmulator, hook) -> None:
     emu = metastudio_emulator
     for i in range(5):
-        emu.create_job(f"lst_{i}", "system_male_001" if i % 2 else "system_female_001")
+        emu.jobs.create(f"lst_{i}", "system_male_001" if i % 2 else "system_female_001")
     emu.clock.advance(10)
-    emu.create_job("lst_late")  # still CREATING
+    emu.jobs.create("lst_late")  # still CREATING
     assert len(list(hook.list_assets(page_size=2))) == 6
     active = list(hook.list_assets(states="ACTIVED", style_id="system_male_001", sort_dir="desc"))
     assert [a.asset_name for a in active] == ["lst_3", "lst_1"]
@@ -144,7 +144,7 @@ def test_list_filters_and_pages(metastudio_emulator: MetaStudioEmulator, hook) -
 
 def test_admin_interface_for_assets(metastudio_emulator: MetaStudioEmulator) -> None:
     emu = metastudio_emulator
-    asset_id = emu.create_job("adm")["model_asset_id"]
+    asset_id = emu.jobs.create("adm")["model_asset_id"]
     base = f"{emu.base_url}/_emulator"
     assert requests.get(f"{base}/assets/{asset_id}", timeout=10).json()["asset_state"] == "CREATING"
     r = requests.post(f"{base}/assets/{asset_id}/state", json={"state": "BLOCK"}, timeout=10)
@@ -168,7 +168,7 @@ def test_official_sdk_parses_show_and_list(metastudio_emulator: MetaStudioEmulat
     from huaweicloudsdkmetastudio.v1 import ListAssetsRequest, MetaStudioClient, ShowAssetRequest
 
     emu = metastudio_emulator
-    asset_id = emu.create_job("sdk_model", "system_female_001")["model_asset_id"]
+    asset_id = emu.jobs.create("sdk_model", "system_female_001")["model_asset_id"]
     emu.clock.advance(10)
     config = HttpConfig.get_default_config()
     config.ignore_ssl_verification = True
@@ -182,7 +182,7 @@ def test_official_sdk_parses_show_and_list(metastudio_emulator: MetaStudioEmulat
     shown = client.show_asset(ShowAssetRequest(asset_id=asset_id))
     assert (shown.asset_id, shown.asset_state, shown.asset_type) == (asset_id, "ACTIVED", "HUMAN_MODEL")
     main = next(f for f in shown.files if f.asset_file_category == "MAIN")
-    assert len(main.file_md5) == 24 and main.file_size == len(emu.asset_file_bytes(asset_id))
+    assert len(main.file_md5) == 24 and main.file_size == len(emu.assets.file_bytes(asset_id))
     assert parse_qs(urlsplit(main.download_url).query)["Expires"]
     listed = client.list_assets(ListAssetsRequest(asset_state="ACTIVED", limit=10, offset=0))
     assert listed.count == 1 and listed.assets[0].asset_id == asset_id

@@ -120,13 +120,59 @@ def test_cli_token_connection(cli: Any) -> None:
     assert proc.wait(15) == 0
 
 
+def test_cli_drives_the_asset_library(cli: Any) -> None:
+    proc, url, _ = cli(
+        "--waiting-seconds",
+        "0",
+        "--processing-seconds",
+        "0",
+        "--asset-active-delay",
+        "0",
+        "--asset-url-ttl",
+        "60",
+        "--asset-outcome",
+        "*blocked*=BLOCK",
+        "--asset-outcome",
+        "*lost*=FAILED",
+    )
+    states = {}
+    for name in ("portrait", "blocked-portrait", "lost-portrait"):
+        job = requests.post(f"{url}/_emulator/jobs", json={"name": name}, timeout=10).json()
+        asset = requests.get(f"{url}/_emulator/assets/{job['model_asset_id']}", timeout=10).json()
+        states[name] = asset["asset_state"]
+        if name == "portrait":
+            now = requests.get(f"{url}/_emulator/clock", timeout=10).json()["now_timestamp"]
+            expires = {int(f["download_url"].split("Expires=")[1].split("&")[0]) for f in asset["files"]}
+            assert expires and all(now < e <= now + 61 for e in expires)
+    assert states == {"portrait": "ACTIVED", "blocked-portrait": "BLOCK", "lost-portrait": "FAILED"}
+    settings = requests.get(f"{url}/_emulator/asset-outcomes", timeout=10).json()
+    assert settings["outcomes"] == {"*blocked*": "BLOCK", "*lost*": "FAILED"}
+    assert (settings["active_delay"], settings["url_ttl"]) == (0, 60)
+    proc.terminate()
+    assert proc.wait(15) == 0
+
+
+def test_cli_asset_flags_map_to_the_config() -> None:
+    args = build_parser().parse_args(
+        ["--asset-active-delay", "7", "--asset-url-ttl", "90", "--asset-outcome", "*x*=BLOCK"]
+    )
+    config = config_from_args(args)
+    assert (config.asset_active_delay, config.asset_url_ttl) == (7, 90)
+    assert dict(config.asset_outcomes_by_name) == {"*x*": "BLOCK"}
+    assert config_from_args(build_parser().parse_args([])).asset_outcomes_by_name == {}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--asset-outcome", "*=DELETED"])  # not an outcome of a ready asset
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--asset-outcome", "no-equals-sign"])
+
+
 def test_importing_and_running_the_emulator_loads_no_airflow() -> None:
     code = (
         "import sys\n"
         "import airflow_provider_metastudio.testing as t\n"
         "import airflow_provider_metastudio.testing.pytest_plugin\n"
         "with t.MetaStudioEmulator() as emu:\n"
-        "    emu.create_job('x'); emu.connection_json(); emu.connection_uri()\n"
+        "    emu.jobs.create('x'); emu.connection_json(); emu.connection_uri()\n"
         "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')"
         " or m == 'airflow_provider_metastudio.auth'))\n"
     )

@@ -36,25 +36,25 @@ def test_serialize_round_trip():
 
 
 def test_success_after_creating_without_urls(metastudio_emulator, metastudio_connection):
-    asset_id = metastudio_emulator.create_job("trig")["model_asset_id"]
+    asset_id = metastudio_emulator.jobs.create("trig")["model_asset_id"]
     (event,) = _run(_trigger(asset_id))
     assert event["status"] == "success" and event["asset"]["state"] == "ACTIVED"
     assert "Signature" not in str(event) and "'download_url'" not in str(event)
-    assert metastudio_emulator.count(call="asset_show") >= 2
+    assert metastudio_emulator.recorder.count(call="asset_show") >= 2
 
 
 def test_transient_outage_keeps_waiting(metastudio_emulator, metastudio_connection):
-    asset_id = metastudio_emulator.create_job("outage")["model_asset_id"]
-    metastudio_emulator.outage(1.5, call="asset_show", kind="503")
+    asset_id = metastudio_emulator.jobs.create("outage")["model_asset_id"]
+    metastudio_emulator.faults.outage(1.5, call="asset_show", kind="503")
     (event,) = _run(_trigger(asset_id))
     assert event["status"] == "success"
-    assert metastudio_emulator.count(call="asset_show", status=503) >= 1
+    assert metastudio_emulator.recorder.count(call="asset_show", status=503) >= 1
 
 
 def test_failed_and_error_and_timeout(metastudio_emulator, metastudio_connection):
     emu = metastudio_emulator
-    blocked = emu.create_job("blocked")["model_asset_id"]
-    emu.set_asset_state(blocked, "BLOCK")
+    blocked = emu.jobs.create("blocked")["model_asset_id"]
+    emu.assets.set_state(blocked, "BLOCK")
     (failed,) = _run(_trigger(blocked))
     assert (failed["status"], failed["state"]) == ("failed", "BLOCK")
     assert "frozen by the emulator" in failed["message"]
@@ -63,7 +63,7 @@ def test_failed_and_error_and_timeout(metastudio_emulator, metastudio_connection
     assert (error["status"], error["http_status"], error["asset_id"]) == ("error", 404, "0" * 32)
     assert error["type"] == "MetaStudioNotFoundError"
 
-    slow = emu.create_job("slow", waiting_seconds=3600)["model_asset_id"]
+    slow = emu.jobs.create("slow", waiting_seconds=3600)["model_asset_id"]
     started = time.monotonic()
     (timeout,) = _run(_trigger(slow, within=1.0))
     assert timeout["status"] == "timeout" and "still CREATING" in timeout["message"]

@@ -96,3 +96,25 @@ def test_provider_info_matches_airflows_schema_and_names_the_guides():
 def test_changelog_describes_the_current_version():
     changelog = (REPO / "docs" / "changelog.md").read_text()
     assert re.search(rf"^## {re.escape(__version__)}\b", changelog, re.MULTILINE), changelog[:500]
+
+
+def test_the_project_declares_no_pytest11_entry_point():
+    # A pytest11 entry point would load the emulator plugin into every pytest run of any image with
+    # the provider installed; the plugin is opt-in through pytest_plugins instead.
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    groups = set(project.get("entry-points", {}))
+    assert "apache_airflow_provider" in groups
+    assert "pytest11" not in groups
+
+
+@pytest.mark.skipif(
+    not os.environ.get("METASTUDIO_EXPECT_INSTALLED"), reason="only under scripts/run-tests.sh"
+)
+def test_the_installed_distribution_declares_no_pytest11_entry_point():
+    from importlib.metadata import distribution
+
+    entry_points = distribution("airflow-provider-metastudio").entry_points
+    groups = {ep.group for ep in entry_points}
+    assert "apache_airflow_provider" in groups  # the metadata was really read
+    assert "pytest11" not in groups

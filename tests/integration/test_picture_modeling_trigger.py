@@ -60,7 +60,7 @@ def test_serialize_holds_plain_values_only():
 
 @FAST
 def test_success_event_carries_the_job(metastudio_emulator, metastudio_connection):
-    job = metastudio_emulator.create_job(name="ok")
+    job = metastudio_emulator.jobs.create(name="ok")
     events = asyncio.run(_events(_trigger(job["job_id"])))
     assert len(events) == 1
     event = events[0]
@@ -83,18 +83,18 @@ def test_success_event_carries_the_job(metastudio_emulator, metastudio_connectio
     ids=["failed", "canceled", "partial-accepted", "partial-refused"],
 )
 def test_terminal_outcomes(outcome, accept, status, metastudio_emulator, metastudio_connection):
-    job = metastudio_emulator.create_job(name="x", outcome=outcome)
+    job = metastudio_emulator.jobs.create(name="x", outcome=outcome)
     (event,) = asyncio.run(_events(_trigger(job["job_id"], accept_partial_success=accept)))
     assert event["status"] == status
     assert event["job"]["state"] == outcome
     if outcome == "FAILED":
-        info = metastudio_emulator.get_job(job["job_id"])["error_info"]
+        info = metastudio_emulator.jobs.get(job["job_id"])["error_info"]
         assert (event["error_code"], event["error_msg"]) == (info["error_code"], info["error_msg"])
 
 
 @FAST
 def test_timeout_event_after_deadline(metastudio_emulator, metastudio_connection):
-    job = metastudio_emulator.create_job(name="slow", waiting_seconds=3600)
+    job = metastudio_emulator.jobs.create(name="slow", waiting_seconds=3600)
     started = time.monotonic()
     (event,) = asyncio.run(_events(_trigger(job["job_id"], within=3.0)))
     assert event["status"] == "timeout"
@@ -119,15 +119,15 @@ def test_invalid_job_id_is_an_error_event_without_any_request(metastudio_emulato
     (event,) = asyncio.run(_events(_trigger("../etc/passwd")))
     assert event["status"] == "error"
     assert "job_id" in event["message"]
-    assert metastudio_emulator.counters()["total"] == 0
+    assert metastudio_emulator.recorder.counters()["total"] == 0
 
 
 @FAST
 def test_job_finished_long_before_the_wait_is_found(metastudio_emulator, metastudio_connection):
-    old = metastudio_emulator.create_job(name="old", waiting_seconds=0, processing_seconds=0)
+    old = metastudio_emulator.jobs.create(name="old", waiting_seconds=0, processing_seconds=0)
     metastudio_emulator.clock.advance(3600)  # ended an hour before anyone watched it
     for i in range(3):
-        metastudio_emulator.create_job(name=f"recent-{i}", waiting_seconds=0, processing_seconds=0)
+        metastudio_emulator.jobs.create(name=f"recent-{i}", waiting_seconds=0, processing_seconds=0)
     (event,) = asyncio.run(_events(_trigger(old["job_id"])))
     assert event["status"] == "success"
     assert event["job"]["job_id"] == old["job_id"]
@@ -137,19 +137,19 @@ def test_job_finished_long_before_the_wait_is_found(metastudio_emulator, metastu
 def test_unknown_state_keeps_waiting_with_one_warning(
     metastudio_emulator, metastudio_connection, caplog, capfd
 ):
-    job = metastudio_emulator.create_job(name="odd", waiting_seconds=3600)
-    metastudio_emulator.set_state(job["job_id"], "ARCHIVING")
+    job = metastudio_emulator.jobs.create(name="odd", waiting_seconds=3600)
+    metastudio_emulator.jobs.set_state(job["job_id"], "ARCHIVING")
 
     async def scenario():
         task = asyncio.ensure_future(_events(_trigger(job["job_id"], interval=0.1)))
         # Neither list shows the job: the poller must ask for its details, then keep waiting.
         for _ in range(100):
-            if metastudio_emulator.count(call="show") >= 2:
+            if metastudio_emulator.recorder.count(call="show") >= 2:
                 break
             await asyncio.sleep(0.1)
-        assert metastudio_emulator.count(call="show") >= 2
+        assert metastudio_emulator.recorder.count(call="show") >= 2
         assert not task.done()
-        metastudio_emulator.set_state(job["job_id"], "SUCCEED")
+        metastudio_emulator.jobs.set_state(job["job_id"], "SUCCEED")
         return await asyncio.wait_for(task, 10)
 
     with caplog.at_level(logging.INFO):
@@ -166,7 +166,7 @@ def test_unknown_state_keeps_waiting_with_one_warning(
 @FAST
 def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, metastudio_connection):
     jobs = [
-        metastudio_emulator.create_job(name=f"j{i}", waiting_seconds=0.2, processing_seconds=0.3 + 0.05 * i)
+        metastudio_emulator.jobs.create(name=f"j{i}", waiting_seconds=0.2, processing_seconds=0.3 + 0.05 * i)
         for i in range(60)
     ]
 
@@ -178,7 +178,7 @@ def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, 
     elapsed = time.monotonic() - started
     assert [r[0]["status"] for r in results] == ["success"] * 60
     assert [r[0]["job"]["job_id"] for r in results] == [j["job_id"] for j in jobs]
-    c = metastudio_emulator.counters()
+    c = metastudio_emulator.recorder.counters()
     rounds = elapsed / 0.3 + 2
     # Per-job polling would make 60 details calls per round; the poller makes a list call or two,
     # and its safety net at most half the details quota (1/s).
@@ -189,20 +189,20 @@ def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, 
 
 @pytest.mark.metastudio_emulator(waiting_seconds=0.5, processing_seconds=2)
 def test_documented_quotas_are_never_exceeded(metastudio_emulator, metastudio_connection):
-    jobs = [metastudio_emulator.create_job(name=f"q{i}", processing_seconds=1 + 0.1 * i) for i in range(30)]
+    jobs = [metastudio_emulator.jobs.create(name=f"q{i}", processing_seconds=1 + 0.1 * i) for i in range(30)]
 
     async def scenario():
         return await asyncio.gather(*(_events(_trigger(j["job_id"], interval=0.2)) for j in jobs))
 
     results = asyncio.run(scenario())
     assert all(r[0]["status"] == "success" for r in results)
-    assert metastudio_emulator.count(status=429) == 0
+    assert metastudio_emulator.recorder.count(status=429) == 0
 
 
 @FAST
 def test_a_cancelled_trigger_does_not_disturb_the_others(metastudio_emulator, metastudio_connection):
-    a = metastudio_emulator.create_job(name="a", processing_seconds=1.0)
-    b = metastudio_emulator.create_job(name="b", waiting_seconds=3600)
+    a = metastudio_emulator.jobs.create(name="a", processing_seconds=1.0)
+    b = metastudio_emulator.jobs.create(name="b", waiting_seconds=3600)
 
     async def scenario():
         ta = asyncio.ensure_future(_events(_trigger(a["job_id"])))
@@ -222,7 +222,7 @@ def test_a_cancelled_trigger_does_not_disturb_the_others(metastudio_emulator, me
 
 @FAST
 def test_two_triggers_on_one_job_with_different_intervals(metastudio_emulator, metastudio_connection):
-    job = metastudio_emulator.create_job(name="shared", processing_seconds=1.0)
+    job = metastudio_emulator.jobs.create(name="shared", processing_seconds=1.0)
 
     async def scenario():
         return await asyncio.gather(
@@ -234,7 +234,9 @@ def test_two_triggers_on_one_job_with_different_intervals(metastudio_emulator, m
     assert fast[0]["status"] == slow[0]["status"] == "success"
     # The slow watcher is answered by the fast one's rounds, well before its own 5 s interval.
     assert time.monotonic() - started < 4
-    assert metastudio_emulator.counters()["requests"].get("show", 0) <= 2  # each new watch's first look
+    assert (
+        metastudio_emulator.recorder.counters()["requests"].get("show", 0) <= 2
+    )  # each new watch's first look
 
 
 @FAST
@@ -242,7 +244,7 @@ def test_more_than_a_page_finishing_before_any_other_job_finished(metastudio_emu
     # No terminal job exists at the first round; then 150 (more than one list page) finish
     # between two rounds. All must be seen, not only the newest page.
     jobs = [
-        metastudio_emulator.create_job(name=f"p{i}", waiting_seconds=0.5, processing_seconds=2.6)
+        metastudio_emulator.jobs.create(name=f"p{i}", waiting_seconds=0.5, processing_seconds=2.6)
         for i in range(150)
     ]
 
@@ -258,12 +260,12 @@ def test_more_than_a_page_finishing_before_any_other_job_finished(metastudio_emu
 @FAST
 def test_restarted_triggerer_finds_jobs_that_ended_while_down(metastudio_emulator, metastudio_connection):
     emu = metastudio_emulator
-    watched = emu.create_job(name="watched", waiting_seconds=0, processing_seconds=0)
+    watched = emu.jobs.create(name="watched", waiting_seconds=0, processing_seconds=0)
     emu.clock.advance(600)  # it ended ten minutes before the (re)started triggerer picked it up
     for i in range(250):  # newer finished jobs: the watched one is on the third page
-        emu.create_job(name=f"done-{i}", waiting_seconds=0, processing_seconds=0)
+        emu.jobs.create(name=f"done-{i}", waiting_seconds=0, processing_seconds=0)
     for i in range(150):  # and two pages of running jobs
-        emu.create_job(name=f"running-{i}", waiting_seconds=3600)
+        emu.jobs.create(name=f"running-{i}", waiting_seconds=3600)
     started = time.monotonic()
     (event,) = asyncio.run(_events(_trigger(watched["job_id"], interval=5.0)))
     assert event["status"] == "success"
@@ -271,8 +273,8 @@ def test_restarted_triggerer_finds_jobs_that_ended_while_down(metastudio_emulato
     # Found in the first round (its finished scan reads back an hour, and the new watch's first
     # details call runs beside it), not after confirmation passes of the running list.
     assert time.monotonic() - started < 4
-    assert emu.count(call="show") <= 1
-    assert emu.count(call="list") <= 3
+    assert emu.recorder.count(call="show") <= 1
+    assert emu.recorder.count(call="list") <= 3
 
 
 @FAST
@@ -291,7 +293,7 @@ def test_triggers_of_one_connection_share_a_lookup(
 
     monkeypatch.setattr(hook_module, "aget_connection", counting)
     monkeypatch.setattr(poller_module, "CONFIG_TTL", ttl)
-    jobs = [metastudio_emulator.create_job(name=f"c{i}", processing_seconds=0.5) for i in range(20)]
+    jobs = [metastudio_emulator.jobs.create(name=f"c{i}", processing_seconds=0.5) for i in range(20)]
 
     async def scenario():
         return await asyncio.gather(*(_events(_trigger(j["job_id"])) for j in jobs))
@@ -313,7 +315,7 @@ def _info_text(caplog, capfd) -> str:
 def test_trigger_logs_only_what_changed_after_the_deferring_task(
     metastudio_emulator, metastudio_connection, caplog, capfd
 ):
-    job = metastudio_emulator.create_job(name="logged", processing_seconds=0.5)
+    job = metastudio_emulator.jobs.create(name="logged", processing_seconds=0.5)
     with caplog.at_level(logging.INFO):
         (event,) = asyncio.run(_events(_trigger(job["job_id"], last_state="WAITING")))
     assert event["status"] == "success"
@@ -330,7 +332,7 @@ def test_a_rescheduled_poke_does_not_log_a_first_look(
     from airflow_provider_metastudio._compat import AIRFLOW_V_3
     from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
 
-    job = metastudio_emulator.create_job(name="poked", waiting_seconds=3600)
+    job = metastudio_emulator.jobs.create(name="poked", waiting_seconds=3600)
     sensor = MetaStudioPictureModelingJobSensor(task_id="wait", job_id=job["job_id"], mode="reschedule")
     from unittest import mock
 
@@ -359,8 +361,8 @@ def test_an_outage_longer_than_the_hooks_retries_ends_no_wait(
     metastudio_emulator, metastudio_connection, patient_poller, caplog
 ):
     emu = metastudio_emulator
-    jobs = [emu.create_job(name=f"o{i}", waiting_seconds=0.5, processing_seconds=1.0 + i) for i in range(5)]
-    emu.outage(6, call="*", kind="503")  # every job ends during it
+    jobs = [emu.jobs.create(name=f"o{i}", waiting_seconds=0.5, processing_seconds=1.0 + i) for i in range(5)]
+    emu.faults.outage(6, call="*", kind="503")  # every job ends during it
 
     async def scenario():
         return await asyncio.gather(*(_events(_trigger(j["job_id"], interval=0.3)) for j in jobs))
@@ -368,7 +370,7 @@ def test_an_outage_longer_than_the_hooks_retries_ends_no_wait(
     with caplog.at_level(logging.DEBUG, logger="airflow_provider_metastudio"):
         results = asyncio.run(scenario())
     assert [r[0]["status"] for r in results] == ["success"] * 5
-    assert emu.count(status=503) > 5
+    assert emu.recorder.count(status=503) > 5
     # The outage is logged once when it starts and once when it ends (per kind of call), not per
     # failed call: the hook's own retries inside the poller log at DEBUG.
     info = [r for r in caplog.records if r.levelno >= logging.INFO]
@@ -382,9 +384,9 @@ def test_an_outage_longer_than_the_hooks_retries_ends_no_wait(
 @FAST
 def test_an_error_about_one_job_ends_only_its_wait(metastudio_emulator, metastudio_connection):
     emu = metastudio_emulator
-    bad = emu.create_job(name="bad", waiting_seconds=3600)
-    good = emu.create_job(name="good", processing_seconds=1.5)
-    emu.set_job_error(bad["job_id"], 400, "MSS.00000003", f"invalid job_id {bad['job_id']}")
+    bad = emu.jobs.create(name="bad", waiting_seconds=3600)
+    good = emu.jobs.create(name="good", processing_seconds=1.5)
+    emu.faults.set_job_error(bad["job_id"], 400, "MSS.00000003", f"invalid job_id {bad['job_id']}")
 
     async def scenario():
         return await asyncio.gather(_events(_trigger(bad["job_id"])), _events(_trigger(good["job_id"])))
@@ -401,13 +403,13 @@ def test_a_job_deleted_while_watched_ends_its_wait_with_the_service_answer(
     metastudio_emulator, metastudio_connection, patient_poller
 ):
     emu = metastudio_emulator
-    job = emu.create_job(name="vanishing", waiting_seconds=3600)
+    job = emu.jobs.create(name="vanishing", waiting_seconds=3600)
 
     async def scenario():
         task = asyncio.ensure_future(_events(_trigger(job["job_id"], interval=0.2, within=60)))
-        while emu.count(call="show") < 1:  # seen (running) first
+        while emu.recorder.count(call="show") < 1:  # seen (running) first
             await asyncio.sleep(0.05)
-        emu.delete_job(job["job_id"])
+        emu.jobs.delete(job["job_id"])
         return await asyncio.wait_for(task, 15), time.monotonic()
 
     started = time.monotonic()
@@ -421,9 +423,9 @@ def test_jobs_the_lists_report_late_and_out_of_order_are_all_found(
     metastudio_emulator, metastudio_connection, patient_poller
 ):
     emu = metastudio_emulator
-    emu.set_list_quirks(ignore_sort=True, visibility_delay=3600, stale_update_time=True)
+    emu.faults.set_list_quirks(ignore_sort=True, visibility_delay=3600, stale_update_time=True)
     jobs = [
-        emu.create_job(name=f"l{i}", waiting_seconds=0.2, processing_seconds=0.5 + 0.3 * i) for i in range(4)
+        emu.jobs.create(name=f"l{i}", waiting_seconds=0.2, processing_seconds=0.5 + 0.3 * i) for i in range(4)
     ]
 
     async def scenario():
@@ -439,7 +441,7 @@ def test_jobs_the_lists_report_late_and_out_of_order_are_all_found(
 def test_a_job_that_ends_just_before_the_deadline_is_reported_as_ended(
     metastudio_emulator, metastudio_connection
 ):
-    job = metastudio_emulator.create_job(name="close-call", waiting_seconds=0.5, processing_seconds=1.5)
+    job = metastudio_emulator.jobs.create(name="close-call", waiting_seconds=0.5, processing_seconds=1.5)
     # The next poll would come long after the deadline: only the final read can see the end.
     (event,) = asyncio.run(_events(_trigger(job["job_id"], interval=60, within=3)))
     assert event["status"] == "success"
@@ -447,7 +449,7 @@ def test_a_job_that_ends_just_before_the_deadline_is_reported_as_ended(
 
 @FAST
 def test_a_trigger_rebuilt_after_its_deadline_reads_the_job_once(metastudio_emulator, metastudio_connection):
-    job = metastudio_emulator.create_job(name="done-long-ago", waiting_seconds=0, processing_seconds=0)
+    job = metastudio_emulator.jobs.create(name="done-long-ago", waiting_seconds=0, processing_seconds=0)
     trigger = MetaStudioPictureModelingJobTrigger(
         job_id=job["job_id"], end_time=time.time() - 600, wait_started=time.time() - 1200, timeout=600
     )
@@ -457,7 +459,7 @@ def test_a_trigger_rebuilt_after_its_deadline_reads_the_job_once(metastudio_emul
 
 @FAST
 def test_a_timeout_message_states_the_whole_wait(metastudio_emulator, metastudio_connection):
-    job = metastudio_emulator.create_job(name="slow", waiting_seconds=3600)
+    job = metastudio_emulator.jobs.create(name="slow", waiting_seconds=3600)
     now = time.time()
     trigger = MetaStudioPictureModelingJobTrigger(
         job_id=job["job_id"],

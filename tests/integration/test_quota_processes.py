@@ -23,18 +23,18 @@ _spec.loader.exec_module(bench_quota)
 
 
 def test_ten_workers_one_details_call_each_in_the_same_second_all_succeed(metastudio_emulator, capsys):
-    job = metastudio_emulator.create_job("quota_details", outcome="SUCCEED")
+    job = metastudio_emulator.jobs.create("quota_details", outcome="SUCCEED")
     results = bench_quota.run_processes(
         "details", metastudio_emulator.connection_dict(), [[job["job_id"]]] * 10, python=sys.executable
     )
     outcomes, slowest = bench_quota.summary(results)
-    throttled = metastudio_emulator.count("show", 429)
+    throttled = metastudio_emulator.recorder.count("show", 429)
     with capsys.disabled():
         print(f"\n10 workers x 1 details call: {dict(outcomes)}, {throttled} 429s, slowest {slowest:.1f} s")
     # Every process read the job (an exception would be its outcome instead).
     assert set(outcomes) <= {"WAITING", "PROCESSING", "SUCCEED"} and sum(outcomes.values()) == 10
     assert throttled > 0  # they did collide: the test exercises the retries
-    assert metastudio_emulator.count("show", 200) == 10
+    assert metastudio_emulator.recorder.count("show", 200) == 10
 
 
 @pytest.mark.metastudio_emulator(seed=7)
@@ -49,7 +49,7 @@ def test_two_triggerers_with_100_waits_each_end_every_wait_right(metastudio_emul
         python=sys.executable,
     )
     outcomes, slowest = bench_quota.summary(results)
-    counts = {c: metastudio_emulator.count(c, 429) for c in ("show", "list")}
+    counts = {c: metastudio_emulator.recorder.count(c, 429) for c in ("show", "list")}
     with capsys.disabled():
         print(f"\n2 triggerers x 100 waits: {dict(outcomes)}, 429s {counts}, slowest {slowest:.1f} s")
     assert outcomes == {"success": 200}

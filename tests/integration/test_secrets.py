@@ -109,8 +109,8 @@ class Seen:
 def seen(metastudio_emulator: MetaStudioEmulator, monkeypatch: pytest.MonkeyPatch) -> Seen:
     """Record, on the emulator's side, every Authorization signature and IAM token."""
     record = Seen()
-    state = metastudio_emulator.state
-    authenticate, issue_token = state.authenticate, state.issue_token
+    gateway, iam = metastudio_emulator.gateway, metastudio_emulator.iam
+    authenticate, issue = gateway.authenticate, iam.issue
 
     def spy_authenticate(**kwargs: Any) -> Any:
         headers = kwargs["headers"]
@@ -122,12 +122,12 @@ def seen(metastudio_emulator: MetaStudioEmulator, monkeypatch: pytest.MonkeyPatc
         return authenticate(**kwargs)
 
     def spy_issue_token(*args: Any, **kwargs: Any) -> Any:
-        token = issue_token(*args, **kwargs)
+        token = issue(*args, **kwargs)
         record.tokens.add(token.value)
         return token
 
-    monkeypatch.setattr(state, "authenticate", spy_authenticate)
-    monkeypatch.setattr(state, "issue_token", spy_issue_token)
+    monkeypatch.setattr(gateway, "authenticate", spy_authenticate)
+    monkeypatch.setattr(iam, "issue", spy_issue_token)
     return record
 
 
@@ -271,29 +271,29 @@ def _expire_tokens_mid_wait(
     emu: MetaStudioEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> list[threading.Timer]:
     timers: list[threading.Timer] = []
-    new_job = emu.state.new_job
+    new_job = emu.jobs.add
 
     def new_job_then_expire(**kwargs: Any) -> Any:
         job = new_job(**kwargs)
-        timers.append(threading.Timer(EXPIRE_AFTER, emu.expire_tokens))
+        timers.append(threading.Timer(EXPIRE_AFTER, emu.iam.expire_tokens))
         timers[-1].start()
         return job
 
-    monkeypatch.setattr(emu.state, "new_job", new_job_then_expire)
+    monkeypatch.setattr(emu.jobs, "add", new_job_then_expire)
     return timers
 
 
 def _faults_reads(emu: MetaStudioEmulator, monkeypatch: pytest.MonkeyPatch) -> list[threading.Timer]:
-    emu.inject("show", "500")
-    emu.inject("show", "drop")
-    emu.inject("list", "malformed")
-    emu.inject("cover", "html", status=502)
-    emu.inject("create_by_url", "429")
+    emu.faults.inject("show", "500")
+    emu.faults.inject("show", "drop")
+    emu.faults.inject("list", "malformed")
+    emu.faults.inject("cover", "html", status=502)
+    emu.faults.inject("create_by_url", "429")
     return []
 
 
 def _faults_auth(emu: MetaStudioEmulator, monkeypatch: pytest.MonkeyPatch) -> list[threading.Timer]:
-    emu.inject("show", "html", status=503)
+    emu.faults.inject("show", "html", status=503)
     return _expire_tokens_mid_wait(emu, monkeypatch)
 
 
@@ -350,7 +350,7 @@ def test_dag_run_leaks_no_secret(
     else:
         assert seen.tokens and not seen.signatures
     if timers:  # the token really expired and was renewed during the run
-        assert emu.count(status=401) == 1 and emu.counters()["tokens_issued"] == 2
+        assert emu.recorder.count(status=401) == 1 and emu.recorder.counters()["tokens_issued"] == 2
     assert result.rendered, "no rendered template fields were stored"
     secrets = seen.secrets()
     assert_no_secret("task logs", logs, secrets)
@@ -436,9 +436,9 @@ DEFERRALS = {
 @pytest.mark.parametrize("who", list(DEFERRALS), ids=list(DEFERRALS))
 def test_deferral_trigger_kwargs_hold_no_secret(who, auth_type, metastudio_emulator, seen, monkeypatch):
     emu = metastudio_emulator
-    emu.set_outcome("slow-*", "SUCCEED")
+    emu.jobs.set_outcome("slow-*", "SUCCEED")
     use_connection(monkeypatch, emu, auth_type)
-    job = emu.create_job(name="slow", waiting_seconds=3600)
+    job = emu.jobs.create(name="slow", waiting_seconds=3600)
 
     deferred = DEFERRALS[who](job["job_id"])
 
@@ -468,20 +468,19 @@ def _wrong_password(emu: MetaStudioEmulator, mp: pytest.MonkeyPatch) -> None:
 
 def _expired_static_token(emu: MetaStudioEmulator, mp: pytest.MonkeyPatch) -> None:
     use_connection(mp, emu, "token")
-    emu.expire_tokens()
+    emu.iam.expire_tokens()
 
 
 def _password_token_revoked_twice(emu: MetaStudioEmulator, mp: pytest.MonkeyPatch) -> None:
     """The fresh token is refused too (e.g. revoked at once): the one renewal ends in a final 401."""
     use_connection(mp, emu, "password")
-    state = emu.state
-    authenticate = state.authenticate
+    authenticate = emu.gateway.authenticate
 
     def expire_then_authenticate(**kwargs: Any) -> Any:
-        emu.expire_tokens()
+        emu.iam.expire_tokens()
         return authenticate(**kwargs)
 
-    mp.setattr(state, "authenticate", expire_then_authenticate)
+    mp.setattr(emu.gateway, "authenticate", expire_then_authenticate)
 
 
 AUTH_FAILURES: dict[str, Callable[[MetaStudioEmulator, pytest.MonkeyPatch], None]] = {
@@ -521,7 +520,7 @@ def _async_error(job_id: str) -> MetaStudioError:
 def test_auth_failures_echo_no_secret(case, metastudio_emulator, seen, monkeypatch, capfd, caplog):
     emu = metastudio_emulator
     caplog.set_level(logging.DEBUG, logger="airflow_provider_metastudio.hooks")
-    job_id = emu.create_job(name="any")["job_id"]
+    job_id = emu.jobs.create(name="any")["job_id"]
     AUTH_FAILURES[case](emu, monkeypatch)
 
     errors = [_sync_error(job_id), _async_error(job_id)]
@@ -588,7 +587,7 @@ def test_sync_config_registers_the_sk(metastudio_emulator, monkeypatch):
 
 def test_trigger_config_registers_the_sk(metastudio_emulator, monkeypatch):
     monkeypatch.setenv(CONN_ENV, _conn_with_keys(metastudio_emulator, MASK_AK_ASYNC, MASK_SK_ASYNC))
-    job = metastudio_emulator.create_job(name="any", waiting_seconds=3600)
+    job = metastudio_emulator.jobs.create(name="any", waiting_seconds=3600)
     assert redact(MASK_SK_ASYNC) == MASK_SK_ASYNC  # not known before
     trigger = MetaStudioPictureModelingJobTrigger(
         job_id=job["job_id"], end_time=time.time() + 1.5, poll_interval=0.2
@@ -600,7 +599,7 @@ def test_trigger_config_registers_the_sk(metastudio_emulator, monkeypatch):
     (event,) = asyncio.run(events())
 
     assert event["status"] == "timeout"  # it polled with these credentials until the deadline
-    assert metastudio_emulator.count(call="list", status=200) >= 1
+    assert metastudio_emulator.recorder.count(call="list", status=200) >= 1
     assert redact(MASK_SK_ASYNC) == MASKED
 
 
@@ -621,14 +620,14 @@ def test_triggerer_fired_log_line_hides_the_cover_signature(
 ):
     emu = metastudio_emulator
     handed_out: list[str] = []  # every pre-signed cover URL the service gave the trigger
-    cover_url = emu.state.cover_url
+    cover_url = emu.jobs.cover_url
 
     def spy_cover_url(*args: Any) -> str:
         handed_out.append(cover_url(*args))
         return handed_out[-1]
 
-    monkeypatch.setattr(emu.state, "cover_url", spy_cover_url)
-    job = emu.create_job(name="done")
+    monkeypatch.setattr(emu.jobs, "cover_url", spy_cover_url)
+    job = emu.jobs.create(name="done")
     trigger = MetaStudioPictureModelingJobTrigger(
         job_id=job["job_id"], end_time=time.time() + 30, poll_interval=0.2
     )

@@ -141,7 +141,7 @@ def _sync_and_async_show(job_id: str) -> None:
 def test_sync_and_async_calls_go_through_http_proxy(
     metastudio_emulator, metastudio_connection, recording_proxy, clean_proxy_env
 ):
-    job = metastudio_emulator.create_job("proxied")
+    job = metastudio_emulator.jobs.create("proxied")
     clean_proxy_env.setenv("HTTP_PROXY", recording_proxy.url)
     _sync_and_async_show(job["job_id"])
     show_path = (
@@ -152,19 +152,19 @@ def test_sync_and_async_calls_go_through_http_proxy(
     for request in recording_proxy.requests:
         assert request.request_line.startswith(f"GET {metastudio_emulator.base_url}/")
         assert "Authorization" in request.headers
-    assert metastudio_emulator.count("show", 200) == 2
+    assert metastudio_emulator.recorder.count("show", 200) == 2
 
 
 @FAST
 def test_no_proxy_bypasses_the_proxy(
     metastudio_emulator, metastudio_connection, recording_proxy, clean_proxy_env
 ):
-    job = metastudio_emulator.create_job("direct")
+    job = metastudio_emulator.jobs.create("direct")
     clean_proxy_env.setenv("HTTP_PROXY", recording_proxy.url)
     clean_proxy_env.setenv("NO_PROXY", "127.0.0.1")
     _sync_and_async_show(job["job_id"])
     assert recording_proxy.requests == []
-    assert metastudio_emulator.count("show", 200) == 2
+    assert metastudio_emulator.recorder.count("show", 200) == 2
 
 
 @FAST
@@ -177,7 +177,7 @@ def test_proxy_extra_is_used_without_variables_and_before_them(
     conn = metastudio_emulator.connection_dict()
     conn["extra"]["proxy"] = proxy_url
     clean_proxy_env.setenv(CONN_ENV, json.dumps(conn))
-    job = metastudio_emulator.create_job("via_extra")
+    job = metastudio_emulator.jobs.create("via_extra")
 
     _sync_and_async_show(job["job_id"])
     assert len(recording_proxy.requests) == 2
@@ -210,7 +210,7 @@ def test_bad_proxy_extra_is_refused_without_quoting_it():
 def test_deferred_wait_polls_through_the_proxy(
     metastudio_emulator, metastudio_connection, recording_proxy, clean_proxy_env
 ):
-    job = metastudio_emulator.create_job("deferred", outcome="SUCCEED")
+    job = metastudio_emulator.jobs.create("deferred", outcome="SUCCEED")
     clean_proxy_env.setenv("HTTP_PROXY", recording_proxy.url)
     trigger = MetaStudioPictureModelingJobTrigger(
         job_id=job["job_id"], end_time=time.time() + 30, poll_interval=0.2
@@ -225,7 +225,7 @@ def test_deferred_wait_polls_through_the_proxy(
     assert payload["status"] == "success"
     # Every call the poller made went through the proxy (lists and details alike).
     assert recording_proxy.requests and len(recording_proxy.requests) == len(
-        metastudio_emulator.request_log()
+        metastudio_emulator.recorder.request_log()
     )
     assert all(p.endswith("/picture-modelings") or job["job_id"] in p for p in recording_proxy.paths())
 
@@ -315,7 +315,7 @@ def test_no_signed_url_in_any_log_record_while_a_cover_is_downloaded(
     # Every logger at DEBUG: the root, and those Airflow's logging config quietens on its own.
     for name in (None, "urllib3", "httpx", "httpcore", "airflow_provider_metastudio"):
         caplog.set_level(logging.DEBUG, logger=name)
-    job = metastudio_emulator.create_job("covered", outcome="SUCCEED")
+    job = metastudio_emulator.jobs.create("covered", outcome="SUCCEED")
     hook = MetaStudioHook()
     cover_url = hook.get_picture_modeling_job(job["job_id"]).model_cover_url
     assert cover_url and "Signature=" in cover_url

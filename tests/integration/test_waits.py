@@ -118,7 +118,7 @@ def test_wait_settings_changed_after_build_fail_before_any_request(who, emu):
     with pytest.raises(MetaStudioValidationError) as exc:
         task.execute(_context())
     assert exc.value.field == "timeout"
-    assert emu.request_log() == []
+    assert emu.recorder.request_log() == []
 
 
 # -- what the trigger is given ------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_create_operator_defers_with_the_whole_wait(timeout, emu):
 
 
 def test_get_operator_defers_with_the_state_it_read(emu):
-    job = emu.create_job(name="m", waiting_seconds=3600)
+    job = emu.jobs.create(name="m", waiting_seconds=3600)
     op = MetaStudioGetPictureModelingJobOperator(
         task_id="get", job_id=job["job_id"], wait_for_completion=True, deferrable=True, timeout=300
     )
@@ -157,7 +157,7 @@ def test_get_operator_defers_with_the_state_it_read(emu):
 
 
 def test_sensor_defers_with_the_first_poke(emu):
-    job = emu.create_job(name="m", waiting_seconds=0, processing_seconds=3600)
+    job = emu.jobs.create(name="m", waiting_seconds=0, processing_seconds=3600)
     sensor = MetaStudioPictureModelingJobSensor(
         task_id="wait", job_id=job["job_id"], deferrable=True, timeout=120, poke_interval=5
     )
@@ -240,7 +240,7 @@ def test_deferrable_sensor_resumes_with_soft_fail_skipping_timeouts_only(case, s
 @pytest.mark.parametrize("outcome", ["FAILED", "CANCELED"])
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable-first-poke"])
 def test_sensor_with_soft_fail_fails_on_a_failed_job(outcome, deferrable, emu):
-    job = emu.create_job(name="m", outcome=outcome, waiting_seconds=0, processing_seconds=0)
+    job = emu.jobs.create(name="m", outcome=outcome, waiting_seconds=0, processing_seconds=0)
     sensor = MetaStudioPictureModelingJobSensor(
         task_id="wait", job_id=job["job_id"], soft_fail=True, deferrable=deferrable, poke_interval=0.1
     )
@@ -250,7 +250,7 @@ def test_sensor_with_soft_fail_fails_on_a_failed_job(outcome, deferrable, emu):
 
 @pytest.mark.parametrize("soft", [True, False], ids=["soft_fail", "hard"])
 def test_poke_mode_timeout_states_durations_and_skips_only_with_soft_fail(soft, emu):
-    job = emu.create_job(name="m", waiting_seconds=3600)
+    job = emu.jobs.create(name="m", waiting_seconds=3600)
     sensor = MetaStudioPictureModelingJobSensor(
         task_id="wait", job_id=job["job_id"], timeout=1, poke_interval=0.3, soft_fail=soft
     )
@@ -333,7 +333,7 @@ def test_is_retry_without_a_try_number_is_false():
 
 
 def _earlier(emu: MetaStudioEmulator, **kwargs: Any) -> dict[str, Any]:
-    return emu.create_job(name=f"dag.create.{RUN_ID}", style_id=STYLE_ID, **kwargs)
+    return emu.jobs.create(name=f"dag.create.{RUN_ID}", style_id=STYLE_ID, **kwargs)
 
 
 @pytest.mark.parametrize("state", ["WAITING", "PROCESSING", "SUCCEED", "PARTIAL_SUCCEED"])
@@ -347,16 +347,16 @@ def test_retry_adopts_the_earlier_tries_job(state, emu):
     context = _context(try_number=2)
     result = _create_op(wait_for_completion=False).execute(context)
     assert result == job["job_id"]
-    assert emu.count(call="create_by_url") == 0
-    assert emu.count(call="list") == 1
+    assert emu.recorder.count(call="create_by_url") == 0
+    assert emu.recorder.count(call="list") == 1
     assert _pushed(context) == Counter({"job_id": 1, "model_asset_id": 1, "metastudio_console_url": 1})
 
 
 def test_retry_picks_the_newest_adoptable_job_and_ignores_other_names_and_styles(emu):
     _earlier(emu, outcome="SUCCEED", processing_seconds=0)
     newest = _earlier(emu, waiting_seconds=3600)
-    emu.create_job(name=f"dag.create.{RUN_ID}", style_id="system_female_001", waiting_seconds=3600)
-    emu.create_job(name="another-run", style_id=STYLE_ID, waiting_seconds=3600)
+    emu.jobs.create(name=f"dag.create.{RUN_ID}", style_id="system_female_001", waiting_seconds=3600)
+    emu.jobs.create(name="another-run", style_id=STYLE_ID, waiting_seconds=3600)
     context = _context(try_number=3)
     assert _create_op(wait_for_completion=False).execute(context) == newest["job_id"]
 
@@ -367,7 +367,7 @@ def test_retry_adopting_a_succeeded_job_finishes_without_waiting(emu):
     context = _context(try_number=2)
     result = _create_op().execute(context)
     assert result["job_id"] == job["job_id"] and result["state"] == "SUCCEED"
-    assert emu.count(call="show") == 0 and emu.count(call="create_by_url") == 0
+    assert emu.recorder.count(call="show") == 0 and emu.recorder.count(call="create_by_url") == 0
     assert all(n == 1 for n in _pushed(context).values())
 
 
@@ -379,15 +379,15 @@ def test_retry_creates_anew_when_the_earlier_job_did_not_succeed(outcome, op_kwa
     old = _earlier(emu, outcome=outcome, processing_seconds=0)
     result = _create_op(wait_for_completion=False, **op_kwargs).execute(_context(try_number=2))
     assert result != old["job_id"]
-    assert emu.count(call="create_by_url", status=200) == 1
+    assert emu.recorder.count(call="create_by_url", status=200) == 1
 
 
 def test_retry_ignores_jobs_from_before_the_run_started(emu):
     _earlier(emu, waiting_seconds=3600)
     later = datetime.now(timezone.utc) + CLOCK_SKEW_MARGIN + timedelta(minutes=1)
     _create_op(wait_for_completion=False).execute(_context(try_number=2, run_start=later))
-    assert emu.count(call="create_by_url", status=200) == 1
-    (listed,) = [e for e in emu.request_log() if e["call"] == "list"]
+    assert emu.recorder.count(call="create_by_url", status=200) == 1
+    (listed,) = [e for e in emu.recorder.request_log() if e["call"] == "list"]
     expected = (later - CLOCK_SKEW_MARGIN).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")
     assert f"create_since={expected}" in listed["path"]
 
@@ -397,11 +397,11 @@ def test_no_lookup_on_a_first_try_or_when_reuse_is_off(try_number, reuse, emu):
     old = _earlier(emu, waiting_seconds=3600)
     op = _create_op(wait_for_completion=False, reuse_earlier_job=reuse)
     assert op.execute(_context(try_number=try_number)) != old["job_id"]
-    assert emu.count(call="list") == 0 and emu.count(call="create_by_url", status=200) == 1
+    assert emu.recorder.count(call="list") == 0 and emu.recorder.count(call="create_by_url", status=200) == 1
 
 
 def test_a_given_name_is_used_for_create_and_lookup(emu):
-    old = emu.create_job(name="my-model-run-7", style_id=STYLE_ID, waiting_seconds=3600)
+    old = emu.jobs.create(name="my-model-run-7", style_id=STYLE_ID, waiting_seconds=3600)
     assert (
         _create_op(name="my-model-run-7", wait_for_completion=False).execute(_context(try_number=2))
         == (old["job_id"])

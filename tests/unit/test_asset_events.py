@@ -115,36 +115,3 @@ def test_consumer_reads_models_from_triggering_events():
     fn = module.models_from_events.function
     got = fn(triggering_asset_events={module.MODEL_LIBRARY: [event, event, SimpleNamespace(extra={})]})
     assert got == [{"asset_id": ASSET, "job_id": "j1", "destination": f"{module.MODEL_DIR}/{ASSET}/"}]
-
-
-# -- OpenLineage (only with apache-airflow-providers-openlineage, never a dependency) -----------------
-
-
-def test_lineage_naming_and_absence_of_the_provider():
-    from airflow_provider_metastudio.lineage import model_dataset, operator_lineage, path_dataset
-
-    assert model_dataset(PROJECT, ASSET) == (f"metastudio://{PROJECT}", f"assets/{ASSET}")
-    assert path_dataset("/data/m/model.glb") == ("file", "/data/m/model.glb")
-    assert path_dataset("file:///data/m/model.glb") == ("file", "/data/m/model.glb")
-    assert path_dataset("s3://bucket/m/model.glb") == ("s3://bucket", "m/model.glb")
-    lineage = operator_lineage([model_dataset(PROJECT, ASSET)], [path_dataset("s3://bucket/m.glb")])
-    if importlib.util.find_spec("airflow.providers.openlineage") is None:
-        assert lineage is None
-    else:
-        assert [d.name for d in lineage.inputs] == [f"assets/{ASSET}"]
-        assert [(d.namespace, d.name) for d in lineage.outputs] == [("s3://bucket", "m.glb")]
-
-
-def test_download_operator_lineage_after_execute(monkeypatch, tmp_path):
-    from airflow_provider_metastudio.operators.model_asset import MetaStudioDownloadModelAssetOperator
-
-    op = MetaStudioDownloadModelAssetOperator(task_id="d", asset_id=ASSET, destination=str(tmp_path))
-    assert op.get_openlineage_facets_on_complete(None) is None  # nothing ran
-    op._lineage = (ASSET, [str(tmp_path / "model.glb")])
-    monkeypatch.setattr(type(op), "hook", SimpleNamespace(config=SimpleNamespace(project_id=PROJECT)))
-    lineage = op.get_openlineage_facets_on_complete(None)
-    if importlib.util.find_spec("airflow.providers.openlineage") is not None:
-        assert [d.namespace for d in lineage.inputs] == [f"metastudio://{PROJECT}"]
-        assert [d.name for d in lineage.outputs] == [str(tmp_path / "model.glb")]
-    else:
-        assert lineage is None

@@ -95,8 +95,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "rate_limits": {
         "label": "Client-side quota",
-        "description": 'JSON requests/second per call, e.g. {"show": 1, "list": 1, "create": 1, '
-        '"create_by_url": 2} (the documented per-tenant quotas, the default), or false to turn it off.',
+        "description": 'JSON requests/second per call: the default {"show": 1, "list": 1, "create": 1, '
+        '"create_by_url": 2} (the documented per-tenant quotas) and {"asset_show": 1, "asset_list": 1} '
+        "(the asset library's calls; their quota is not documented); a subset overrides those calls "
+        "only; false turns it off.",
         "schema": {"type": ["string", "null"], "format": "json"},
     },
 }

@@ -4,7 +4,8 @@ Airflow's OpenLineage listener is absent anyway.
 
 Dataset naming: a model asset is namespace ``metastudio://{project_id}``, name ``assets/{asset_id}``
 (the same identity as the ``metastudio://`` Airflow asset URI); a written file is namespace
-``scheme://authority`` (``file`` for local paths), name its path.
+``scheme://host[:port]`` (``file`` for local paths), name its path; the create operator's input (the
+picture URL, or the uploaded photo's path) is named the same way.
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ def model_dataset(project_id: str, asset_id: str) -> tuple[str, str]:
     return f"metastudio://{project_id}", f"assets/{asset_id}"
 
 
-def path_dataset(path: str) -> tuple[str, str]:
+def path_dataset(path: Any) -> tuple[str, str]:
+    """A file, object-store path or http(s) URL as (namespace, name).
+
+    User info, query and fragment are left out: a pre-signed URL's signature (a bearer credential)
+    never reaches a lineage backend, and a URL signed again names the same dataset.
+    """
     parts = urlsplit(str(path))
     if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
         return "file", str(path)
     if parts.scheme == "file":
         return "file", parts.path
-    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme.lower()}://{host}", parts.path.lstrip("/")
 
 
 def operator_lineage(inputs: Iterable[tuple[str, str]], outputs: Iterable[tuple[str, str]]) -> Any | None:

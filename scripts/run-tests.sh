@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 AIRFLOW_VERSIONS=${AIRFLOW_VERSIONS:-"2.11.2 3.0.6 3.3.2"}
+# Airflow lines whose venv also gets the OpenLineage provider (the "openlineage" extra), so the
+# lineage tests run there with it; the lines without it test that the provider works without it.
+OPENLINEAGE_VERSIONS=${OPENLINEAGE_VERSIONS:-"2.11.2 3.3.2"}
 # The suites mostly wait (emulated jobs, DAG runs; one uses 20-60 % of a core), so two lanes run
 # side by side: the newest Airflow (which also runs the full-stack test) in one, the other lines one
 # after the other in the second. Three suites at once pushed a 2-core machine's load past 30.
@@ -19,7 +22,9 @@ logs=$(mktemp -d)
 
 for version in $AIRFLOW_VERSIONS; do  # installs one at a time: they share uv's cache
     echo "==> Airflow $version: preparing .venv-tests/airflow-$version" >&2
-    ensure_venv ".venv-tests/airflow-$version" "$version"
+    extras=test,lint
+    [[ " $OPENLINEAGE_VERSIONS " == *" $version "* ]] && extras=test,lint,openlineage
+    ensure_venv ".venv-tests/airflow-$version" "$version" "$extras"
 done
 
 run_suite() {
@@ -31,11 +36,14 @@ run_suite() {
     # The full-stack run (scheduler, triggerer, dag-processor, api-server) is the slowest test:
     # it runs once, on the newest Airflow; dag.test() covers the deferrable path on every version.
     [ "$version" = "$newest" ] && fullstack=1
+    # Where the venv has the OpenLineage provider, its lineage tests must run, not skip.
+    local openlineage=""
+    [[ " $OPENLINEAGE_VERSIONS " == *" $version "* ]] && openlineage=1
     # The venv's pytest script, not `python -m pytest`: that puts the work tree first on sys.path,
     # and the suite would test the source tree instead of the installed wheel.
     local rc=0
     AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_FULLSTACK=$fullstack \
-        METASTUDIO_EXPECT_INSTALLED=1 "$venv/bin/pytest" -p no:cacheprovider --durations=10 \
+        METASTUDIO_EXPECT_INSTALLED=1 METASTUDIO_EXPECT_OPENLINEAGE=$openlineage "$venv/bin/pytest" -p no:cacheprovider --durations=10 \
         "${PYTEST_ARGS[@]}" || rc=$?
     rm -rf "$home"
     return $rc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
@@ -145,7 +146,6 @@ class _PictureModelingJobOperator(BaseOperator):
             if result["model_cover_path"] is not None:
                 ti.xcom_push(key="model_cover_path", value=result["model_cover_path"])
         cover_path = result.get("model_cover_path")
-        # No input dataset: a picture_url may itself be a pre-signed URL, not for lineage backends.
         self._lineage_outputs = (
             [model_dataset(self.hook.config.project_id, job.model_asset_id)] if job.model_asset_id else []
         )
@@ -171,9 +171,16 @@ class _PictureModelingJobOperator(BaseOperator):
     #: OpenLineage outputs of this try: the model asset and the copied cover (set by _finish).
     _lineage_outputs: list[tuple[str, str]] | None = None
 
+    def _lineage_inputs(self) -> list[tuple[str, str]]:
+        """OpenLineage inputs: none for a job that is only read (the create operator names its photo)."""
+        return []
+
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """The model asset (and the copied cover) as outputs; None without the OpenLineage provider."""
-        return operator_lineage([], self._lineage_outputs) if self._lineage_outputs else None
+        """The photo as input, the model asset (and the copied cover) as outputs; None without the
+        OpenLineage provider or before a model exists."""
+        if not self._lineage_outputs:
+            return None
+        return operator_lineage(self._lineage_inputs(), self._lineage_outputs)
 
     def _copy_cover(self, job: PictureModelingJob) -> str | None:
         """Copy the cover to ``cover_destination`` while its signed URL still works."""
@@ -308,6 +315,8 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         if asset_id:  # the contract promises it in the create answer; None is refused by Airflow 3.0
             ti.xcom_push(key="model_asset_id", value=asset_id)
         self._push_console_url(context, asset_id)
+        if asset_id:  # lineage without waiting too (wait_for_completion=False); _finish adds the cover
+            self._lineage_outputs = [model_dataset(self.hook.config.project_id, asset_id)]
         # Outlet assets learn the model at once (Airflow emits the event only if the task succeeds).
         emit_outlet_events(self, context, model_asset_id=asset_id or None, job_id=job_id)
         if not self.wait_for_completion:
@@ -319,6 +328,15 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         return self._wait(
             context, job_id, wait_started=started, last_state=earlier.state, last_seen=time.time()
         )
+
+    def _lineage_inputs(self) -> list[tuple[str, str]]:
+        # The URL without its query (no signature), or the uploaded file; bytes or a file object
+        # have no name.
+        if self.picture_url is not None:
+            return [path_dataset(self.picture_url)]
+        if isinstance(self.photo, (str, os.PathLike)):
+            return [path_dataset(os.fspath(self.photo))]
+        return []
 
     def _create(self, name: str) -> Any:
         if self.picture_url is not None:

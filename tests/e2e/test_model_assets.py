@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_metastudio._compat import AIRFLOW_VERSION
 from airflow_provider_metastudio.testing._media import PNG_SIGNATURE, parse_glb
 
-# Airflow 3.0's dag.test() refuses a task whose outlet asset no DAG processor has registered as
-# active (AirflowInactiveAssetInInletOrOutletException); 2.11 and 3.3 run these DAGs as written.
-ON_AIRFLOW_3_0 = pytest.mark.skipif(
-    AIRFLOW_VERSION.startswith("3.0."), reason="Airflow 3.0 dag.test() needs outlet assets registered"
-)
-
 pytestmark = [
-    ON_AIRFLOW_3_0,
     pytest.mark.metastudio_emulator(waiting_seconds=1, processing_seconds=2, asset_active_delay=2, seed=5),
 ]
 MODES = ("poke", "reschedule", "deferrable")
@@ -66,7 +58,7 @@ def test_create_wait_asset_download(mode, run_asset_dag, metastudio_emulator, tm
     everything = json.dumps([v for k, v in result.xcoms.items() if k[0] in ("wait_asset", "download")])
     assert "Signature=" not in everything and '"download_url"' not in everything
     out, err = capfd.readouterr()
-    logged = out + err + caplog.text
+    logged = out + err + caplog.text + result.task_logs
     assert not re.search(r"/files/\S*Signature=(?!\*\*\*)", logged)
     assert metastudio_emulator.recorder.count(status=429) == 0
 
@@ -112,7 +104,7 @@ def test_corrupted_download_fails_naming_the_file(
     assert not (tmp_path / "model.glb").exists()  # the bad copy is removed
     assert not (tmp_path / "manifest.json").exists()
     out, err = capfd.readouterr()
-    logged = out + err + caplog.text
+    logged = out + err + caplog.text + result.task_logs
     assert "Asset file model.glb (MAIN" in logged and "failed verification: MD5" in logged
 
 
@@ -125,12 +117,13 @@ def test_asset_sensor_fails_on_dead_assets(mode, state, run_asset_dag, metastudi
     result = run_asset_dag(f"e2e_asset_wait_{mode}", asset_id=asset_id)
     assert result.tasks == {"wait_asset": "failed"}
     out, err = capfd.readouterr()
-    assert f"Model asset {asset_id} is {state}" in out + err + caplog.text
+    assert f"Model asset {asset_id} is {state}" in out + err + caplog.text + result.task_logs
 
 
 def test_deferred_asset_sensor_waits_for_actived(run_asset_dag, metastudio_emulator):
     emu = metastudio_emulator
-    asset_id = emu.jobs.create("later")["model_asset_id"]  # ACTIVED 5 s from now: the sensor defers
+    # ACTIVED 10 s from now: the sensor defers (3.0's dag.test() may take 5 s to start the task).
+    asset_id = emu.jobs.create("later", waiting_seconds=6)["model_asset_id"]
     result = run_asset_dag("e2e_asset_wait_deferrable", asset_id=asset_id)
     assert result.state == "success", result.tasks
     assert result.xcoms[("wait_asset", "return_value")]["state"] == "ACTIVED"

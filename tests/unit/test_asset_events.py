@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
@@ -67,28 +68,39 @@ def test_asset_uri_helper_and_registration():
         }
 
 
-# Airflow 3.0's Asset is not hashable (its OutletEventAccessors keys events by the asset's key); the
-# dict standing in for it here needs 2.11's or 3.3's hashable one.
-UNHASHABLE_ASSET = pytest.mark.skipif(
-    __import__("airflow").__version__.startswith("3.0."), reason="Airflow 3.0's Asset is not hashable"
-)
+class _EventsByEquality(Mapping):
+    """A stand-in for Airflow's outlet/triggering event accessors, keyed by equality: Airflow 3.0's
+    ``Asset`` is not hashable (its accessors key events by the asset's key), so no dict can be one."""
+
+    def __init__(self, items=(), default=None) -> None:
+        self.pairs = list(items)
+        self.default = default  # makes a missing key's value (an outlet event), recorded
+
+    def __getitem__(self, key):
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        if self.default is None:
+            raise KeyError(key)
+        self.pairs.append((key, self.default()))
+        return self.pairs[-1][1]
+
+    def __iter__(self):
+        return iter([k for k, _ in self.pairs])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
 
-@UNHASHABLE_ASSET
 def test_emit_sets_extra_only_on_asset_outlets():
     library = Asset(asset_uri(PROJECT))
-    seen: dict = {}
-
-    class Events(dict):
-        def __missing__(self, key):
-            seen[key] = SimpleNamespace(extra={})
-            return seen[key]
+    events = _EventsByEquality(default=lambda: SimpleNamespace(extra={}))
 
     task = SimpleNamespace(outlets=[library, "not an asset"])
-    extra = emit_outlet_events(task, {"outlet_events": Events()}, model_asset_id=ASSET, job_id=None)
+    extra = emit_outlet_events(task, {"outlet_events": events}, model_asset_id=ASSET, job_id=None)
     assert extra == {"model_asset_id": ASSET}
-    assert list(seen) == [library] and seen[library].extra == {"model_asset_id": ASSET}
-    assert emit_outlet_events(SimpleNamespace(outlets=[]), {"outlet_events": Events()}, x=1) == {}
+    assert list(events) == [library] and events[library].extra == {"model_asset_id": ASSET}
+    assert emit_outlet_events(SimpleNamespace(outlets=[]), {"outlet_events": _EventsByEquality()}, x=1) == {}
 
 
 @pytest.mark.parametrize("name", ["example_metastudio_asset_producer", "example_metastudio_asset_consumer"])
@@ -104,7 +116,6 @@ def test_example_dags_import(name):
         assert {"models_from_events", "download_model", "check_models"} <= set(module.dag.task_ids)
 
 
-@UNHASHABLE_ASSET
 def test_consumer_reads_models_from_triggering_events():
     spec = importlib.util.spec_from_file_location(
         "consumer", EXAMPLES / "example_metastudio_asset_consumer.py"
@@ -113,38 +124,6 @@ def test_consumer_reads_models_from_triggering_events():
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     event = SimpleNamespace(extra={"model_asset_id": ASSET, "job_id": "j1"})
     fn = module.models_from_events.function
-    got = fn(triggering_asset_events={module.MODEL_LIBRARY: [event, event, SimpleNamespace(extra={})]})
+    events = _EventsByEquality([(module.MODEL_LIBRARY, [event, event, SimpleNamespace(extra={})])])
+    got = fn(triggering_asset_events=events)
     assert got == [{"asset_id": ASSET, "job_id": "j1", "destination": f"{module.MODEL_DIR}/{ASSET}/"}]
-
-
-# -- OpenLineage (only with apache-airflow-providers-openlineage, never a dependency) -----------------
-
-
-def test_lineage_naming_and_absence_of_the_provider():
-    from airflow_provider_metastudio.lineage import model_dataset, operator_lineage, path_dataset
-
-    assert model_dataset(PROJECT, ASSET) == (f"metastudio://{PROJECT}", f"assets/{ASSET}")
-    assert path_dataset("/data/m/model.glb") == ("file", "/data/m/model.glb")
-    assert path_dataset("file:///data/m/model.glb") == ("file", "/data/m/model.glb")
-    assert path_dataset("s3://bucket/m/model.glb") == ("s3://bucket", "m/model.glb")
-    lineage = operator_lineage([model_dataset(PROJECT, ASSET)], [path_dataset("s3://bucket/m.glb")])
-    if importlib.util.find_spec("airflow.providers.openlineage") is None:
-        assert lineage is None
-    else:
-        assert [d.name for d in lineage.inputs] == [f"assets/{ASSET}"]
-        assert [(d.namespace, d.name) for d in lineage.outputs] == [("s3://bucket", "m.glb")]
-
-
-def test_download_operator_lineage_after_execute(monkeypatch, tmp_path):
-    from airflow_provider_metastudio.operators.model_asset import MetaStudioDownloadModelAssetOperator
-
-    op = MetaStudioDownloadModelAssetOperator(task_id="d", asset_id=ASSET, destination=str(tmp_path))
-    assert op.get_openlineage_facets_on_complete(None) is None  # nothing ran
-    op._lineage = (ASSET, [str(tmp_path / "model.glb")])
-    monkeypatch.setattr(type(op), "hook", SimpleNamespace(config=SimpleNamespace(project_id=PROJECT)))
-    lineage = op.get_openlineage_facets_on_complete(None)
-    if importlib.util.find_spec("airflow.providers.openlineage") is not None:
-        assert [d.namespace for d in lineage.inputs] == [f"metastudio://{PROJECT}"]
-        assert [d.name for d in lineage.outputs] == [str(tmp_path / "model.glb")]
-    else:
-        assert lineage is None

@@ -33,7 +33,6 @@ from airflow_provider_metastudio.triggers.picture_modeling import (
 )
 from airflow_provider_metastudio.validation import (
     MAX_NAME_LENGTH,
-    validate_job_id,
     validate_wait_settings,
 )
 
@@ -212,11 +211,11 @@ class MetaStudioGetPictureModelingJobOperator(_PictureModelingJobOperator):
         self.job_id = job_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        job_id = validate_job_id(self.job_id)
         validate_wait_settings(self.poll_interval, self.timeout)
         started = time.time()
-        job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)
-        self.log.info("Picture modeling job %s is %s (X-Request-Id: %s)", job_id, job.state, request_id)
+        job = self.hook.get_picture_modeling_job(self.job_id)  # the hook validates the id first
+        job_id = job.job_id
+        self.log.info("Picture modeling job %s is %s (X-Request-Id: %s)", job_id, job.state, job.request_id)
         if not self.wait_for_completion:
             return self._finish(context, job)
         if not job.is_terminal:

@@ -145,7 +145,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
                     elif obs.error is not None:
                         raise obs.error
                     elif obs.job is not None:
-                        progress.observe(obs.job, obs.request_id)
+                        progress.observe(obs.job)
                         if obs.job.is_terminal:
                             yield TriggerEvent(job_event(obs.job, self.accept_partial_success))
                             return
@@ -177,11 +177,11 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
     async def _final_event(self, watch: Watch, progress: JobProgress) -> dict[str, Any]:
         note = ""
         try:
-            job, request_id = await asyncio.wait_for(watch.read(), FINAL_READ_TIMEOUT)
+            job = await asyncio.wait_for(watch.read(), FINAL_READ_TIMEOUT)
         except (MetaStudioError, asyncio.TimeoutError) as e:
             note = f"; the final status read failed: {e or type(e).__name__}"
         else:
-            progress.observe(job, request_id)
+            progress.observe(job)
             if job.is_terminal:
                 return job_event(job, self.accept_partial_success)
         return {

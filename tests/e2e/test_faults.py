@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from airflow_provider_metastudio.hooks import metastudio as hook_module
+from airflow_provider_metastudio import auth
 from airflow_provider_metastudio.testing import MetaStudioEmulator, cover_png
 from airflow_provider_metastudio.triggers import poller as poller_module
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
@@ -75,9 +75,9 @@ def run_fault_dag(fault_dags: Any, read_xcoms: Any, metastudio_connection: str) 
 @pytest.fixture(autouse=True)
 def fresh_token_cache():
     """IAM tokens are cached per process: no test may see another emulator's token."""
-    hook_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     yield
-    hook_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
 
 
 # -- checks ----------------------------------------------------------------------------------------

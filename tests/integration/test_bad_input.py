@@ -144,10 +144,6 @@ def _hook_get(job_id: Any) -> Any:
     return fast_hook().get_picture_modeling_job(job_id)
 
 
-def _hook_get_with_request_id(job_id: Any) -> Any:
-    return fast_hook().get_picture_modeling_job_with_request_id(job_id)
-
-
 def _hook_aget(job_id: Any) -> Any:
     return asyncio.run(fast_hook().aget_picture_modeling_job(job_id))
 
@@ -178,7 +174,6 @@ def _get_operator_waiting(job_id: Any) -> Any:
 
 JOB_ID_ENTRY_POINTS: dict[str, Callable[[Any], Any]] = {
     "hook-get": _hook_get,
-    "hook-get-with-request-id": _hook_get_with_request_id,
     "hook-aget": _hook_aget,
     "hook-wait": _hook_wait,
     "sensor-poke": _sensor_poke,

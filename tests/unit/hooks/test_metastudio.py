@@ -23,7 +23,8 @@ from testsupport import DATA
 from urllib3.connection import HTTPConnection
 
 import airflow_provider_metastudio.hooks.metastudio as hook_module
-from airflow_provider_metastudio import __version__, ratelimit
+import airflow_provider_metastudio.transport as transport_module
+from airflow_provider_metastudio import __version__, auth, ratelimit
 from airflow_provider_metastudio.auth import canonical_request, payload_hash, sign, string_to_sign
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
@@ -86,6 +87,7 @@ AUTH_RE = re.compile(
     r"Signature=(?P<sig>[0-9a-f]{64})"
 )
 HOOK_LOGGER = "airflow_provider_metastudio.hooks.metastudio"
+TRANSPORT_LOGGER = "airflow_provider_metastudio.transport"  # retries are logged there
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -313,12 +315,12 @@ def requests_to(requests_mock, url, method=None):
 
 @pytest.fixture(autouse=True)
 def clean_process_state(monkeypatch):
-    hook_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     monkeypatch.setattr(ratelimit, "_LIMITERS", {})
     for name in ("AIRFLOW_CONN_METASTUDIO_DEFAULT", "CLOUD_SDK_AK", "CLOUD_SDK_SK"):
         monkeypatch.delenv(name, raising=False)
     yield
-    hook_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -332,7 +334,8 @@ def sleeps(monkeypatch):
 @pytest.fixture
 def masked(monkeypatch):
     spy = mock.Mock()
-    monkeypatch.setattr(hook_module, "mask_secret", spy)
+    monkeypatch.setattr(hook_module, "mask_secret", spy)  # the connection's secrets
+    monkeypatch.setattr(transport_module, "mask_secret", spy)  # IAM tokens, signed URLs
     return spy
 
 
@@ -359,10 +362,13 @@ def test_get_job_parses_the_documented_example(requests_mock):
     assert sent.headers["User-Agent"] == f"airflow-provider-metastudio/{__version__}"
 
 
-def test_get_job_with_request_id(requests_mock):
-    requests_mock.get(SHOW_URL, **ok(request_id="req-show-2"))
-    job, request_id = make_hook().get_picture_modeling_job_with_request_id(JOB_ID)
-    assert job.job_id == JOB_ID and request_id == "req-show-2"
+def test_get_job_carries_the_request_id_outside_its_identity(requests_mock):
+    requests_mock.get(SHOW_URL, [ok(request_id="req-show-2"), ok(request_id="req-show-3")])
+    hook = make_hook()
+    job = hook.get_picture_modeling_job(JOB_ID)
+    assert job.job_id == JOB_ID and job.request_id == "req-show-2"
+    again = hook.get_picture_modeling_job(JOB_ID)
+    assert again.request_id == "req-show-3" and again == job and hash(again) == hash(job)
 
 
 def test_get_failed_job_has_error_info(requests_mock):
@@ -783,8 +789,8 @@ class FakeTime:
         self.now += seconds
 
 
-def _hook_records(caplog, level):
-    return [r.getMessage() for r in caplog.records if r.name == HOOK_LOGGER and r.levelno == level]
+def _hook_records(caplog, level, logger=HOOK_LOGGER):
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno == level]
 
 
 def test_wait_returns_the_job_once_terminal_and_logs_each_change_once(requests_mock, caplog):
@@ -901,7 +907,7 @@ def test_async_details_of_another_job_are_an_invalid_answer(monkeypatch):
     async def arequest(call):
         return answer
 
-    monkeypatch.setattr(hook, "_arequest", arequest)
+    monkeypatch.setattr(hook.transport, "arequest", arequest)
     with pytest.raises(MetaStudioInvalidResponseError) as exc:
         asyncio.run(hook.aget_picture_modeling_job(JOB_ID))
     assert exc.value.status == 200 and exc.value.request_id == "req-a" and "'other'" in str(exc.value)
@@ -1326,7 +1332,7 @@ def test_list_retries_too(requests_mock, failure):
 
 
 def test_retries_stop_after_retry_limit_plus_one_and_reraise_the_last_error(requests_mock, caplog):
-    caplog.set_level(logging.WARNING, logger=HOOK_LOGGER)
+    caplog.set_level(logging.WARNING, logger=TRANSPORT_LOGGER)
     requests_mock.get(
         SHOW_URL, [error(500, "MSS.00000004", "Internal Error", f"rid-{i}") for i in range(1, 6)]
     )
@@ -1334,7 +1340,7 @@ def test_retries_stop_after_retry_limit_plus_one_and_reraise_the_last_error(requ
         make_hook(retry_limit=2).get_picture_modeling_job(JOB_ID)
     assert requests_mock.call_count == 3
     assert exc.value.request_id == "rid-3"
-    warnings = _hook_records(caplog, logging.WARNING)
+    warnings = _hook_records(caplog, logging.WARNING, TRANSPORT_LOGGER)
     assert len(warnings) == 2
     assert "attempt 2 of 3" in warnings[0] and "rid-1" in warnings[0]
 
@@ -1367,11 +1373,11 @@ def test_final_4xx_is_not_retried(requests_mock, sleeps, response):
 
 
 def test_retry_after_is_honoured(requests_mock, sleeps, caplog):
-    caplog.set_level(logging.WARNING, logger=HOOK_LOGGER)
+    caplog.set_level(logging.WARNING, logger=TRANSPORT_LOGGER)
     requests_mock.get(SHOW_URL, [error(429, "APIGW.0308", "throttled", headers={"Retry-After": "3"}), ok()])
     make_hook(retry_limit=2).get_picture_modeling_job(JOB_ID)
     assert sleeps == [3.0]
-    assert "retrying in 3.0s" in _hook_records(caplog, logging.WARNING)[0]
+    assert "retrying in 3.0s" in _hook_records(caplog, logging.WARNING, TRANSPORT_LOGGER)[0]
 
 
 def test_retry_after_is_capped_at_the_hooks_max_delay(requests_mock, sleeps):
@@ -1390,7 +1396,7 @@ def test_429s_have_their_own_limit_and_full_jitter_over_retry_after(requests_moc
     # Processes throttled in the same second all read the same Retry-After: without jitter they come
     # back together and collide again. Each wait is Retry-After + uniform(0, retry_delay * 2^(n-1)).
     uniform = mock.Mock(side_effect=lambda low, high: high)  # the top of each range
-    monkeypatch.setattr(hook_module.random, "uniform", uniform)
+    monkeypatch.setattr(transport_module.random, "uniform", uniform)
     throttled = error(429, "APIGW.0308", "throttled", headers={"Retry-After": "1"})
     requests_mock.get(SHOW_URL, [throttled] * 12 + [ok()])
     hook = MetaStudioHook(
@@ -1603,7 +1609,7 @@ def test_password_flow_secrets_never_leak(requests_mock, caplog, masked):
     masked.assert_any_call(TOKEN_1)
     masked.assert_any_call(TOKEN_2)
     # the IAM request (whose body holds the password) can end up in a traceback with locals
-    _assert_no_secret(str(exc.value), caplog.text, repr(hook.config), repr(hook._iam_call()))
+    _assert_no_secret(str(exc.value), caplog.text, repr(hook.config), repr(hook.transport._iam_call()))
 
 
 def test_iam_failure_does_not_echo_the_password(requests_mock, caplog):
@@ -1767,9 +1773,7 @@ def test_test_connection_never_raises_on_connection_errors(requests_mock):
 
 
 def test_test_connection_never_raises_on_an_unexpected_error(requests_mock, monkeypatch):
-    monkeypatch.setattr(
-        MetaStudioHook, "list_picture_modeling_jobs_page", mock.Mock(side_effect=RuntimeError("boom"))
-    )
+    monkeypatch.setattr(transport_module.Transport, "request", mock.Mock(side_effect=RuntimeError("boom")))
     assert make_hook().test_connection() == (False, "RuntimeError: boom")
 
 

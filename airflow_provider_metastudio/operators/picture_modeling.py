@@ -122,8 +122,8 @@ class _PictureModelingJobOperator(BaseOperator):
         if is_stale_event(event, context):
             self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
             return self.execute(context)
-        # The event's cover URL is redacted: read the finished job once more for a usable one.
-        job_id = resolve_event(event, MetaStudioWaitTimeout)["job_id"]
+        # The event carries no cover URL (a signed credential): read the finished job for a fresh one.
+        job_id = resolve_event(event, MetaStudioWaitTimeout)
         return self._finish(context, self.hook.get_picture_modeling_job(job_id))
 
     #: XCom keys this operator pushed before the wait (each key is pushed once per try).

@@ -144,6 +144,8 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
                 try_number=try_number_of(context),
             ),
             method_name="execute_complete",
+            # The resumed task is a fresh instance: tell it whether this try pushed the console URL.
+            kwargs={"console_url_pushed": self._link_pushed},
             timeout=defer_timeout(self.timeout),
         )
 
@@ -158,14 +160,17 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
             self, next_method, next_kwargs, context, f"Picture modeling job {self.job_id} still not finished"
         )
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(
+        self, context: Any, event: dict[str, Any] | None = None, console_url_pushed: bool = False
+    ) -> Any:
         if is_stale_event(event, context):
             self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
             return self.execute(context)
-        # The event's cover URL is redacted: read the finished job once more for a usable one.
-        job_id = resolve_event(event, AirflowSensorTimeout)["job_id"]
+        # The event carries no cover URL (a signed credential): read the finished job for a fresh one.
+        job_id = resolve_event(event, AirflowSensorTimeout)
         job = self.hook.get_picture_modeling_job(job_id)
-        push_console_url(context, self.hook.config.region, job.model_asset_id)
+        if not console_url_pushed:  # each XCom key once per try
+            push_console_url(context, self.hook.config.region, job.model_asset_id)
         self.log.info(
             "Picture modeling job %s ended %s: model_asset_id=%s (X-Request-Id: %s)",
             job.job_id,

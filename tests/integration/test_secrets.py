@@ -647,8 +647,4 @@ def test_triggerer_fired_log_line_hides_the_cover_signature(
         for signature in cover_signature(url):
             assert signature not in line
             assert signature not in redact(line)
-    assert _object(event.payload["job"]["model_cover_url"]) == _object(handed_out[-1])
-
-
-def _object(url: str) -> str:
-    return urlsplit(url).path
+    assert not any("cover" in key for key in event.payload)  # the task reads a fresh URL itself

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -16,6 +17,14 @@ from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     sleeps_fixture,
 )
 
+from airflow_provider_metastudio.api import (
+    ApiResponse,
+    aiterate_pages,
+    iterate_pages,
+    parse_page,
+    parse_response,
+    parse_show,
+)
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
     MetaStudioBadRequestError,
@@ -217,3 +226,48 @@ def test_long_error_messages_are_truncated(requests_mock):
     with pytest.raises(MetaStudioBadRequestError) as exc:
         make_hook(retry_limit=0).get_picture_modeling_job(JOB_ID)
     assert len(str(exc.value)) < 700
+
+
+# -- answers without a transport ---------------------------------------------------------------------------
+
+
+def test_parse_response_reads_data_and_request_id():
+    resp = parse_response("show", 200, {"X-Request-Id": "rid-9"}, b'{"a": 1}')
+    assert (resp.status, resp.data, resp.request_id) == (200, {"a": 1}, "rid-9")
+
+
+def test_parse_show_gives_the_job_its_request_id_outside_equality():
+    data = job_json()
+    one = parse_show(ApiResponse(200, data, "rid-1", {}), data["job_id"])
+    two = parse_show(ApiResponse(200, data, "rid-2", {}), data["job_id"])
+    assert (one.request_id, two.request_id) == ("rid-1", "rid-2")
+    assert one == two and hash(one) == hash(two)
+
+
+def test_parse_page_gives_every_job_the_page_request_id():
+    page = parse_page(
+        ApiResponse(200, {"count": 2, "picture_modeling_jobs": [job_json()]}, "rid-p", {}), 0, 1
+    )
+    assert page.total == 2 and page.request_id == "rid-p"
+    assert [job.request_id for job in page.jobs] == ["rid-p"]
+
+
+def test_iterate_pages_follows_offsets_and_stops_on_an_empty_page():
+    asked = []
+
+    def fetch(offset):
+        asked.append(offset)
+        return {0: (5, [1, 2]), 2: (5, [3]), 3: (5, [])}[offset]
+
+    assert list(iterate_pages(fetch)) == [1, 2, 3]
+    assert asked == [0, 2, 3]
+
+
+def test_aiterate_pages_is_the_same_loop():
+    async def fetch(offset):
+        return {0: (3, ["a", "b"]), 2: (3, ["c"])}[offset]
+
+    async def collect():
+        return [item async for item in aiterate_pages(fetch)]
+
+    assert asyncio.run(collect()) == ["a", "b", "c"]

@@ -28,7 +28,6 @@ from airflow_provider_metastudio._compat import BaseHook, aget_connection, amask
 from airflow_provider_metastudio.api import (
     MAX_PAGE_SIZE,
     ApiCall,
-    ApiResponse,
     AssetPage,
     CreatedJob,
     Downloaded,
@@ -45,7 +44,6 @@ from airflow_provider_metastudio.api import (
     parse_asset_page,
     parse_created,
     parse_page,
-    parse_response,
     parse_show,
     show_call,
     verify_download,
@@ -62,8 +60,6 @@ from airflow_provider_metastudio.exceptions import (
 from airflow_provider_metastudio.models import PictureModelingJob, cover_url_expiry
 from airflow_provider_metastudio.progress import JobProgress, wait_timeout_message
 from airflow_provider_metastudio.transport import (
-    MAX_RESPONSE_BYTES,
-    USER_AGENT,
     RetryPolicy,
     Transport,
     port,
@@ -73,22 +69,6 @@ from airflow_provider_metastudio.validation import validate_text, validate_wait_
 
 if TYPE_CHECKING:
     import requests
-
-# Names users imported from this module before the split; they live in api.py and transport.py now.
-__all__ = [
-    "MAX_PAGE_SIZE",
-    "MAX_RESPONSE_BYTES",
-    "USER_AGENT",
-    "ApiCall",
-    "ApiResponse",
-    "AssetPage",
-    "CreatedJob",
-    "Downloaded",
-    "JobPage",
-    "MetaStudioHook",
-    "parse_response",
-    "verify_download",
-]
 
 log = logging.getLogger(__name__)
 

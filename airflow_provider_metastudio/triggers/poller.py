@@ -55,6 +55,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from airflow_provider_metastudio.api import MAX_PAGE_SIZE, JobPage
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
@@ -62,7 +63,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioError,
     MetaStudioNotFoundError,
 )
-from airflow_provider_metastudio.hooks.metastudio import MAX_PAGE_SIZE, JobPage, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import TERMINAL_STATES, JobState, PictureModelingJob
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioValidationError,
     MetaStudioWaitTimeout,
 )
-from airflow_provider_metastudio.hooks.metastudio import MAX_RESPONSE_BYTES, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.operators.picture_modeling import (
     MetaStudioCreatePictureModelingJobOperator,
     MetaStudioGetPictureModelingJobOperator,
@@ -42,6 +42,7 @@ from airflow_provider_metastudio.testing import (
     make_png_header,
 )
 from airflow_provider_metastudio.testing._state import json_reply
+from airflow_provider_metastudio.transport import MAX_RESPONSE_BYTES
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 from airflow_provider_metastudio.validation import MAX_PHOTO_BYTES
 

@@ -35,7 +35,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioServerError,
     MetaStudioThrottledError,
 )
-from airflow_provider_metastudio.hooks.metastudio import MAX_RESPONSE_BYTES
+from airflow_provider_metastudio.transport import MAX_RESPONSE_BYTES
 
 # -- error mapping -------------------------------------------------------------------------------
 

@@ -56,9 +56,9 @@ from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     token_hook,
 )
 
-import airflow_provider_metastudio.hooks.metastudio as hook_module
 import airflow_provider_metastudio.transport as transport_module
 from airflow_provider_metastudio import __version__
+from airflow_provider_metastudio.api import ApiResponse, CreatedJob, JobPage
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
     MetaStudioConnectionError,
@@ -68,7 +68,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioWaitTimeout,
 )
 from airflow_provider_metastudio.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR, get_provider_info
-from airflow_provider_metastudio.hooks.metastudio import CreatedJob, JobPage, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import JobState, PictureModelingJob
 
 # -- get -----------------------------------------------------------------------------------------
@@ -615,7 +615,7 @@ def test_details_of_another_job_are_an_invalid_answer(requests_mock):
 
 def test_async_details_of_another_job_are_an_invalid_answer(monkeypatch):
     hook = make_hook()
-    answer = hook_module.ApiResponse(200, job_json(job_id="other"), "req-a", {})
+    answer = ApiResponse(200, job_json(job_id="other"), "req-a", {})
 
     async def arequest(call):
         return answer

@@ -1,7 +1,7 @@
 """Sending :class:`~airflow_provider_metastudio.api.ApiCall` s: the one sync path and the one async path.
 
 ``requests`` (sync code: workers) and ``httpx`` (triggers) share the signer and token
-authentication (``auth.py``), the retry policy (tenacity), the client-side quota (``ratelimit.py``),
+authentication (``auth.py``), the retry policy (``retry.py``), the client-side quota (``ratelimit.py``),
 the response size cap, the mapping of transport errors and ``api.parse_response``.
 Proxies and CA bundles are resolved once per host for both. Pre-signed URLs (covers, asset files)
 are streamed through the same sync path.
@@ -18,13 +18,11 @@ import hashlib
 import ipaddress
 import logging
 import os
-import random
 import ssl
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
@@ -55,12 +53,10 @@ from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
     MetaStudioConnectionError,
-    MetaStudioError,
     MetaStudioInvalidResponseError,
-    MetaStudioServerError,
-    MetaStudioThrottledError,
 )
 from airflow_provider_metastudio.ratelimit import RateLimiter, get_limiter
+from airflow_provider_metastudio.retry import RetryPolicy, retrying_kwargs
 from airflow_provider_metastudio.validation import validate_http_url
 
 if TYPE_CHECKING:
@@ -73,24 +69,6 @@ logfilter.install()  # the HTTP libraries this module drives log request URLs, s
 # a broken gateway, not data, and must not be loaded into a worker's memory.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = f"airflow-provider-metastudio/{__version__}"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How failed calls are retried (see :func:`is_retryable` for which ones).
-
-    :param retry_limit: how many times a retryable failure other than 429 is retried.
-    :param throttle_retry_limit: how many times a 429 is retried (its own, larger budget).
-    :param retry_delay: base of the exponential backoff, in seconds.
-    :param retry_max_delay: cap of one backoff (and of a ``Retry-After``), in seconds.
-    :param log_level: level of the line logged before each retry.
-    """
-
-    retry_limit: int = 5
-    throttle_retry_limit: int = 12
-    retry_delay: float = 1.0
-    retry_max_delay: float = 60.0
-    log_level: int = logging.WARNING
 
 
 def transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError:
@@ -133,19 +111,6 @@ def transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError:
 
 def port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def is_retryable(call: ApiCall, exc: BaseException) -> bool:
-    """Reads retry on 429, 5xx, broken bodies and connection errors. A create is retried only
-    when the service provably did not take it (429, or a connection that never opened): a
-    duplicate picture-modeling job costs the user money."""
-    if isinstance(exc, MetaStudioThrottledError):
-        return True
-    if isinstance(exc, MetaStudioConnectionError):
-        return call.idempotent or not exc.sent
-    if not call.idempotent:
-        return False
-    return isinstance(exc, (MetaStudioServerError, MetaStudioInvalidResponseError))
 
 
 def _too_large(call: ApiCall, status: int, headers: Mapping[str, str]) -> MetaStudioInvalidResponseError:
@@ -200,7 +165,7 @@ class Transport:
     route and event loop, retries, the quota, and authentication.
 
     :param config: the connection, already looked up (and its secrets masked).
-    :param retry: the retry policy.
+    :param retry: the retry policy (the defaults of :class:`RetryPolicy` if None).
     :param clock: UTC clock for signatures and token expiry; injectable for tests.
     """
 
@@ -208,11 +173,11 @@ class Transport:
         self,
         config: MetaStudioConnectionConfig,
         *,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.config = config
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self.tokens = TokenAuth(config, clock=clock)
         self.signer: AkSkSigner | None = None
         if config.auth_type == "aksk":
@@ -228,9 +193,6 @@ class Transport:
         self._routes: dict[tuple[str, str], Route] = {}
         self._aclients: dict[Route, httpx.AsyncClient] = {}
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
-        self._backoff = tenacity.wait_random_exponential(
-            multiplier=retry.retry_delay, max=retry.retry_max_delay
-        )
 
     def __repr__(self) -> str:
         return f"Transport(endpoint={self.config.endpoint!r}, project_id={self.config.project_id!r})"
@@ -343,79 +305,14 @@ class Transport:
             return None
         return get_limiter(self.config.endpoint, self.config.project_id, call.name, rates[call.name])
 
-    def retrying_kwargs(self, call: ApiCall) -> dict[str, Any]:
-        """tenacity settings shared by the sync and async loops."""
-        policy = self.retry
-        refreshed = False
-        throttled = 0  # 429s so far: they have their own limit, other failures count the rest
-
-        def retry(state: tenacity.RetryCallState) -> bool:
-            nonlocal refreshed, throttled
-            exc = state.outcome.exception() if state.outcome else None
-            if exc is None:
-                return False
-            if isinstance(exc, MetaStudioThrottledError):
-                throttled += 1  # counted here: tenacity asks retry, then wait, then stop
-            if isinstance(exc, MetaStudioError) and exc.call == "iam" and call.name != "iam":
-                # The token request already had its retries; IAM locks accounts after failed logins.
-                return False
-            if (
-                isinstance(exc, MetaStudioAuthError)
-                and exc.status == 401
-                and self.tokens.renews
-                and call.authenticated
-                and not refreshed
-            ):
-                refreshed = True  # a cached token may have been revoked early: renew it once
-                self.tokens.invalidate_token()
-                return True
-            return is_retryable(call, exc)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, MetaStudioAuthError):
-                return 0.0
-            if isinstance(exc, MetaStudioThrottledError) and exc.retry_after is not None:
-                limiter = self.limiter(call)
-                if limiter is not None:  # every caller of this tenant in this process holds back
-                    limiter.backoff(min(exc.retry_after, policy.retry_max_delay))
-                # Full jitter on top of Retry-After: processes throttled in the same second (the
-                # gateway tells them all the same time) would otherwise come back in lockstep and
-                # collide again. Capped: a gateway answering "in an hour" must not hold a worker
-                # slot for an hour.
-                spread = min(policy.retry_delay * 2 ** (throttled - 1), policy.retry_max_delay)
-                return min(exc.retry_after + random.uniform(0.0, spread), policy.retry_max_delay)
-            return float(self._backoff(state))
-
-        def stop(state: tenacity.RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, MetaStudioThrottledError):
-                return throttled > policy.throttle_retry_limit
-            return state.attempt_number - throttled > policy.retry_limit
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            # The most attempts if failures of this kind go on (429s and others have own limits).
-            if isinstance(exc, MetaStudioThrottledError):
-                most = policy.throttle_retry_limit + state.attempt_number - throttled + 1
-            else:
-                most = policy.retry_limit + throttled + 1
-            log.log(
-                policy.log_level,
-                "%s; retrying in %.1fs (attempt %d of %d)",
-                exc,
-                state.next_action.sleep if state.next_action else 0.0,
-                state.attempt_number + 1,
-                most,
-            )
-
-        return {"retry": retry, "wait": wait, "stop": stop, "before_sleep": before_sleep, "reraise": True}
+    def _retrying(self, call: ApiCall) -> dict[str, Any]:
+        return retrying_kwargs(call, self.retry, tokens=self.tokens, limiter=self.limiter(call))
 
     # -- the sync path ------------------------------------------------------------------------------
 
     def request(self, call: ApiCall) -> ApiResponse:
         """Send ``call`` with retries (sync transport)."""
-        for attempt in tenacity.Retrying(**self.retrying_kwargs(call)):
+        for attempt in tenacity.Retrying(**self._retrying(call)):
             with attempt:
                 return self._send(call)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -490,7 +387,7 @@ class Transport:
     def download(self, call: ApiCall, out: IO[bytes], refused: str) -> Downloaded:
         """Stream a pre-signed URL (see :func:`signed_url_call`) into ``out`` with the read retries;
         ``refused`` explains a 401/403."""
-        for attempt in tenacity.Retrying(**self.retrying_kwargs(call)):
+        for attempt in tenacity.Retrying(**self._retrying(call)):
             with attempt:
                 return self._download_once(call, out, refused)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -525,7 +422,7 @@ class Transport:
 
     async def arequest(self, call: ApiCall) -> ApiResponse:
         """Send ``call`` with retries (async transport)."""
-        async for attempt in tenacity.AsyncRetrying(**self.retrying_kwargs(call)):
+        async for attempt in tenacity.AsyncRetrying(**self._retrying(call)):
             with attempt:
                 return await self._asend(call)
         raise AssertionError("unreachable")  # pragma: no cover

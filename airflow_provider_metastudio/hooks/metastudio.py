@@ -3,8 +3,8 @@
 The hook looks the connection up (masking its secrets), describes the UI's connection form, and
 offers the typed methods tasks and triggers call. The layers below it have rooms of their own:
 
-* ``api.py``: each call built as an :class:`~airflow_provider_metastudio.api.ApiCall` from the
-  tenant's base URL, and each answer parsed (errors, jobs, pages, assets);
+* ``api/``: each call built from the tenant's base URL (``calls.py``) and each answer parsed into
+  typed results or errors (``answers.py``);
 * ``transport.py``: the one sync path (``requests``) and the one async path (``httpx``), with
   retries, the client-side quota, proxies and the size cap;
 * ``auth.py``: AK/SK signing and token authentication (static or IAM password flow).

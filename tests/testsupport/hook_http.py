@@ -66,7 +66,7 @@ AUTH_RE = re.compile(
     r"Signature=(?P<sig>[0-9a-f]{64})"
 )
 HOOK_LOGGER = "airflow_provider_metastudio.hooks.metastudio"
-TRANSPORT_LOGGER = "airflow_provider_metastudio.transport"  # retries are logged there
+RETRY_LOGGER = "airflow_provider_metastudio.retry"  # the line before each retry
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -6,10 +6,8 @@ import importlib
 import json
 from pathlib import Path
 
-from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
+from testsupport.hook_http import (
     PROJECT_ID,
-    clean_process_state_fixture,
-    sleeps_fixture,
 )
 
 from airflow_provider_metastudio import __version__

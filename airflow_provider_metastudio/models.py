@@ -208,7 +208,7 @@ class PictureModelingJob:
         return self.error_info.error_msg if self.error_info else None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values (times as RFC 3339 strings): for XCom and trigger events."""
+        """Plain JSON values (times as RFC 3339 strings), for XCom; ``request_id`` is left out."""
         return {
             "job_id": self.job_id,
             "state": self.state,
@@ -226,7 +226,7 @@ class PictureModelingJob:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PictureModelingJob:
-        """Inverse of :meth:`to_dict` (a trigger event's payload back into a job)."""
+        """Inverse of :meth:`to_dict` (a job pulled from XCom back into a job)."""
         return cls.from_api(data)
 
     def describe(self) -> str:

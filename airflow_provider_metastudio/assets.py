@@ -184,6 +184,8 @@ class DigitalAsset:
     reason: str | None = None
     tags: tuple[str, ...] = ()
     files: tuple[AssetFile, ...] = ()
+    # The X-Request-Id of the answer this view was read from; not part of the asset's identity.
+    request_id: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_api(cls, data: Any) -> DigitalAsset:

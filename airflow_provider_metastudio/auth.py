@@ -1,17 +1,24 @@
-"""SDK-HMAC-SHA256 request signing (Huawei Cloud AK/SK) and IAM-token authentication.
+"""Every way a call is authenticated: SDK-HMAC-SHA256 signing (Huawei Cloud AK/SK) and tokens.
 
 The signing steps are small pure functions, as in botocore's ``SigV4Auth``, so each one can be
 checked against the vectors produced with the official SDK (``tests/data/aksk_signing_vectors.json``).
 :class:`AkSkSigner` joins them; :class:`RequestsAkSkAuth` and :class:`HttpxAkSkAuth` attach it to
 ``requests`` and ``httpx`` so the sync and async clients sign in exactly one way.
+
+:class:`TokenAuth` supplies the ``X-Auth-Token`` of the two token schemes: a static token from the
+connection, or a project-scoped token from the IAM password flow, cached per credentials for the
+whole process and renewed before it expires. It does not send the IAM call itself: the transport
+passes it a function that does (with its retries), so this module stays free of HTTP plumbing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Generator, Mapping, Sequence
-from datetime import datetime, timezone
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
@@ -19,6 +26,10 @@ import httpx
 
 if TYPE_CHECKING:
     import requests
+
+    from airflow_provider_metastudio.config import MetaStudioConnectionConfig
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "SDK-HMAC-SHA256"
 SDK_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -284,3 +295,84 @@ class HttpxAkSkAuth(httpx.Auth):
                 del request.headers[name]
         request.headers.update(signed)
         yield request
+
+
+# Tokens from the IAM password flow, per credentials, shared by all hooks of the process.
+_TOKEN_CACHE: dict[str, tuple[str, datetime, datetime]] = {}
+_TOKEN_LOCK = threading.Lock()
+# Lifetime assumed for an IAM token whose answer states none (IAM issues them for 24 hours).
+DEFAULT_TOKEN_LIFETIME = timedelta(hours=23)
+
+#: Gets a new IAM token: ``(token, expires_at or None)``.
+TokenFetch = Callable[[], "tuple[str, datetime | None]"]
+
+
+class TokenAuth:
+    """The ``X-Auth-Token`` of a connection: its static token, or an IAM password-flow token.
+
+    :param config: the connection (``auth_type`` ``token`` or ``password``; others have no token).
+    :param clock: UTC clock for token expiry; injectable for tests.
+    """
+
+    def __init__(self, config: MetaStudioConnectionConfig, *, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+
+    def __repr__(self) -> str:  # the token and password never appear in a repr
+        return f"TokenAuth(auth_type={self.config.auth_type!r}, project_id={self.config.project_id!r})"
+
+    def token_key(self) -> str:
+        """The cache key: a digest of everything that identifies the token (the password included)."""
+        cfg = self.config
+        material = "\0".join(
+            [cfg.iam_endpoint or "", cfg.domain or "", cfg.user or "", cfg.password or "", cfg.project_id]
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def cached_token(self) -> str | None:
+        """The token to send now without asking IAM, or None (no token scheme, none cached, or due)."""
+        cfg = self.config
+        if cfg.auth_type == "token":
+            return cfg.token
+        if cfg.auth_type != "password":
+            return None
+        with _TOKEN_LOCK:
+            entry = _TOKEN_CACHE.get(self.token_key())
+        if entry is None:
+            return None
+        token, issued, expires = entry
+        # Renew shortly before expiry: 5 minutes, or a tenth of the lifetime for short-lived tokens.
+        margin = min(timedelta(minutes=5), (expires - issued) / 10)
+        return token if self.clock() < expires - margin else None
+
+    def store_token(self, token: str, expires: datetime | None) -> str:
+        """Cache a token IAM just issued, for every hook of the process with these credentials."""
+        expires = expires or self.clock() + DEFAULT_TOKEN_LIFETIME
+        with _TOKEN_LOCK:
+            _TOKEN_CACHE[self.token_key()] = (token, self.clock(), expires)
+        log.info("Obtained an IAM token for project %s, valid until %s", self.config.project_id, expires)
+        return token
+
+    def invalidate_token(self) -> None:
+        """Forget the cached token (a 401 says it was revoked before its time)."""
+        with _TOKEN_LOCK:
+            _TOKEN_CACHE.pop(self.token_key(), None)
+
+    @property
+    def renews(self) -> bool:
+        """Whether a refused token can be renewed (the password flow; a static token cannot)."""
+        return self.config.auth_type == "password"
+
+    def get_token(self, fetch: TokenFetch) -> str | None:
+        """The token to send, from the cache or, when due, from ``fetch`` (the IAM call)."""
+        token = self.cached_token()
+        if token or not self.renews:
+            return token
+        return self.store_token(*fetch())
+
+    async def aget_token(self, fetch: Callable[[], Awaitable[tuple[str, datetime | None]]]) -> str | None:
+        """Async twin of :meth:`get_token`."""
+        token = self.cached_token()
+        if token or not self.renews:
+            return token
+        return self.store_token(*await fetch())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
@@ -152,6 +152,9 @@ class PictureModelingJob:
     style_id: str | None = None
     model_cover_url: str | None = None
     model_cover_url_expires_at: datetime | None = None
+    # The X-Request-Id of the answer this view was read from (for logs and support); not part of the
+    # job's identity, so two reads of the same job stay equal.
+    request_id: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_api(cls, data: Any) -> PictureModelingJob:
@@ -160,9 +163,9 @@ class PictureModelingJob:
             raise MetaStudioInvalidResponseError(
                 f"MetaStudio returned a job that is not a JSON object: {type(data).__name__}"
             )
-        for field in ("job_id", "state"):
-            if not isinstance(data.get(field), str) or not data.get(field):
-                raise MetaStudioInvalidResponseError(f"MetaStudio returned a job without a {field}")
+        for key in ("job_id", "state"):
+            if not isinstance(data.get(key), str) or not data.get(key):
+                raise MetaStudioInvalidResponseError(f"MetaStudio returned a job without a {key}")
         raw_error = data.get("error_info")
         error_info = None
         if isinstance(raw_error, dict) and (raw_error.get("error_code") or raw_error.get("error_msg")):
@@ -205,7 +208,7 @@ class PictureModelingJob:
         return self.error_info.error_msg if self.error_info else None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values (times as RFC 3339 strings): for XCom and trigger events."""
+        """Plain JSON values (times as RFC 3339 strings), for XCom; ``request_id`` is left out."""
         return {
             "job_id": self.job_id,
             "state": self.state,
@@ -223,7 +226,7 @@ class PictureModelingJob:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PictureModelingJob:
-        """Inverse of :meth:`to_dict` (a trigger event's payload back into a job)."""
+        """Inverse of :meth:`to_dict` (a job pulled from XCom back into a job)."""
         return cls.from_api(data)
 
     def describe(self) -> str:

@@ -39,8 +39,10 @@ class JobProgress:
     def elapsed(self) -> float:
         return self._clock() - self.started
 
-    def observe(self, job: PictureModelingJob, request_id: str | None = None) -> bool:
-        """Log the job's state if it changed; return True when it did."""
+    def observe(self, job: PictureModelingJob) -> bool:
+        """Log the job's state if it changed (with the ``X-Request-Id`` it was read with); return True
+        when it did."""
+        request_id = job.request_id
         self.last_seen = self._clock()
         if job.state == self.last_state:
             self.log.debug(

@@ -20,7 +20,6 @@ from airflow_provider_metastudio.exceptions import (
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.lineage import model_dataset, operator_lineage, path_dataset
-from airflow_provider_metastudio.validation import validate_asset_id
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 #: A checksum mismatch is downloaded again this many times before the task fails naming the file.
@@ -88,7 +87,7 @@ class MetaStudioDownloadModelAssetOperator(BaseOperator):
         return MetaStudioHook(self.metastudio_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        asset = self.hook.get_asset(validate_asset_id(self.asset_id))
+        asset = self.hook.get_asset(self.asset_id)  # the hook validates the id first
         if not asset.is_usable:
             raise MetaStudioAssetFailedError(
                 asset.asset_id,

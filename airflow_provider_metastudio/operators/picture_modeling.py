@@ -34,7 +34,6 @@ from airflow_provider_metastudio.triggers.picture_modeling import (
 )
 from airflow_provider_metastudio.validation import (
     MAX_NAME_LENGTH,
-    validate_job_id,
     validate_wait_settings,
 )
 
@@ -124,8 +123,8 @@ class _PictureModelingJobOperator(BaseOperator):
         if is_stale_event(event, context):
             self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
             return self.execute(context)
-        # The event's cover URL is redacted: read the finished job once more for a usable one.
-        job_id = resolve_event(event, MetaStudioWaitTimeout)["job_id"]
+        # The event carries no cover URL (a signed credential): read the finished job for a fresh one.
+        job_id = resolve_event(event, MetaStudioWaitTimeout)
         return self._finish(context, self.hook.get_picture_modeling_job(job_id))
 
     #: XCom keys this operator pushed before the wait (each key is pushed once per try).
@@ -219,11 +218,11 @@ class MetaStudioGetPictureModelingJobOperator(_PictureModelingJobOperator):
         self.job_id = job_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        job_id = validate_job_id(self.job_id)
         validate_wait_settings(self.poll_interval, self.timeout)
         started = time.time()
-        job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)
-        self.log.info("Picture modeling job %s is %s (X-Request-Id: %s)", job_id, job.state, request_id)
+        job = self.hook.get_picture_modeling_job(self.job_id)  # the hook validates the id first
+        job_id = job.job_id
+        self.log.info("Picture modeling job %s is %s (X-Request-Id: %s)", job_id, job.state, job.request_id)
         if not self.wait_for_completion:
             return self._finish(context, job)
         if not job.is_terminal:

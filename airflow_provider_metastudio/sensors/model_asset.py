@@ -16,7 +16,7 @@ from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.sensors.picture_modeling import resume_soft_fail_on_timeout_only
 from airflow_provider_metastudio.triggers.model_asset import MetaStudioModelAssetTrigger
 from airflow_provider_metastudio.triggers.picture_modeling import defer_timeout
-from airflow_provider_metastudio.validation import validate_asset_id, validate_wait_settings
+from airflow_provider_metastudio.validation import validate_wait_settings
 
 try:
     from airflow.sdk import PokeReturnValue
@@ -69,7 +69,7 @@ class MetaStudioModelAssetSensor(BaseSensorOperator):
         return MetaStudioHook(self.metastudio_conn_id)
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        asset = self.hook.get_asset(validate_asset_id(self.asset_id))
+        asset = self.hook.get_asset(self.asset_id)  # the hook validates the id first
         if asset.is_usable:
             return PokeReturnValue(is_done=True, xcom_value=self._done(context, asset.to_dict()))
         if asset.is_failure:
@@ -93,7 +93,7 @@ class MetaStudioModelAssetSensor(BaseSensorOperator):
             return result.xcom_value
         self.defer(
             trigger=MetaStudioModelAssetTrigger(
-                asset_id=validate_asset_id(self.asset_id),
+                asset_id=self.asset_id,  # the trigger validates it, before deferring
                 metastudio_conn_id=self.metastudio_conn_id,
                 poll_interval=self.poke_interval,
                 end_time=started + self.timeout,

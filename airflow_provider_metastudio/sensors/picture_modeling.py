@@ -28,7 +28,7 @@ from airflow_provider_metastudio.triggers.picture_modeling import (
     resolve_event,
     try_number_of,
 )
-from airflow_provider_metastudio.validation import validate_job_id, validate_wait_settings
+from airflow_provider_metastudio.validation import validate_wait_settings
 
 try:
     from airflow.sdk import PokeReturnValue
@@ -89,7 +89,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         return JobProgress(self.job_id, self.log)
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        job, request_id = self.hook.get_picture_modeling_job_with_request_id(validate_job_id(self.job_id))
+        job = self.hook.get_picture_modeling_job(self.job_id)  # the hook validates the id first
         self._last_seen = time.time()
         # In reschedule mode every poke is a new task run that remembers nothing: only the first
         # one logs the job's state at INFO (Airflow 3 counts reschedules; Airflow 2 does not say, so
@@ -97,7 +97,7 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
         rescheduled = self.reschedule and context.get("task_reschedule_count", 0 if AIRFLOW_V_3 else 1) > 0
         if rescheduled and self._progress.last_state is None and not job.is_terminal:
             self._progress.last_state = job.state
-        self._progress.observe(job, request_id)
+        self._progress.observe(job)
         # Each reschedule-mode poke and each resume is a fresh instance, so each pushes it again
         # (Airflow may clear a task's XComs when a rescheduled try starts).
         if not self._link_pushed:
@@ -144,6 +144,8 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
                 try_number=try_number_of(context),
             ),
             method_name="execute_complete",
+            # The resumed task is a fresh instance: tell it whether this try pushed the console URL.
+            kwargs={"console_url_pushed": self._link_pushed},
             timeout=defer_timeout(self.timeout),
         )
 
@@ -158,20 +160,23 @@ class MetaStudioPictureModelingJobSensor(BaseSensorOperator):
             self, next_method, next_kwargs, context, f"Picture modeling job {self.job_id} still not finished"
         )
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(
+        self, context: Any, event: dict[str, Any] | None = None, console_url_pushed: bool = False
+    ) -> Any:
         if is_stale_event(event, context):
             self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
             return self.execute(context)
-        # The event's cover URL is redacted: read the finished job once more for a usable one.
-        job_id = resolve_event(event, AirflowSensorTimeout)["job_id"]
-        job, request_id = self.hook.get_picture_modeling_job_with_request_id(job_id)
-        push_console_url(context, self.hook.config.region, job.model_asset_id)
+        # The event carries no cover URL (a signed credential): read the finished job for a fresh one.
+        job_id = resolve_event(event, AirflowSensorTimeout)
+        job = self.hook.get_picture_modeling_job(job_id)
+        if not console_url_pushed:  # each XCom key once per try
+            push_console_url(context, self.hook.config.region, job.model_asset_id)
         self.log.info(
             "Picture modeling job %s ended %s: model_asset_id=%s (X-Request-Id: %s)",
             job.job_id,
             job.state,
             job.model_asset_id,
-            request_id,
+            job.request_id,
         )
         return job.to_dict()
 

@@ -12,7 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_metastudio.exceptions import MetaStudioError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.models import PictureModelingJob, redact_url
+from airflow_provider_metastudio.models import PictureModelingJob
 from airflow_provider_metastudio.progress import JobProgress
 from airflow_provider_metastudio.triggers.poller import Watch, watch_job
 from airflow_provider_metastudio.validation import validate_job_id
@@ -33,16 +33,18 @@ def defer_timeout(timeout: float | None) -> timedelta | None:
 def job_event(job: PictureModelingJob, accept_partial_success: bool) -> dict[str, Any]:
     """The event payload for a terminal job: ``success`` or ``failed``.
 
-    Airflow logs events whole and stores them in its database, so the cover URL travels with its
-    signature redacted; the task re-reads the job (a fresh signed URL) when it resumes.
+    Only what the task needs to decide: the job id, its state and the model, plus the error for a
+    failure. Airflow logs events whole and stores them in its database, so no cover URL (a signed
+    credential) travels here; the task reads the finished job once more for a fresh one.
     """
-    payload = {**job.to_dict(), "model_cover_url": redact_url(job.model_cover_url)}
+    message = f"Picture modeling job {job.job_id} ended {job.state}"
     if job.is_success(accept_partial_success):
         return {
             "status": "success",
             "job_id": job.job_id,
-            "job": payload,
-            "message": f"Picture modeling job {job.job_id} ended {job.state}",
+            "state": job.state,
+            "model_asset_id": job.model_asset_id,
+            "message": message,
         }
     return {
         "status": "failed",
@@ -50,19 +52,17 @@ def job_event(job: PictureModelingJob, accept_partial_success: bool) -> dict[str
         "state": job.state,
         "error_code": job.error_code,
         "error_msg": job.error_msg,
-        "job": payload,
-        "message": f"Picture modeling job {job.job_id} ended {job.state}"
-        + (f": {job.error_code} {job.error_msg}" if job.error_info else ""),
+        "message": message + (f": {job.error_code} {job.error_msg}" if job.error_info else ""),
     }
 
 
 class MetaStudioPictureModelingJobTrigger(BaseTrigger):
     """Poll a picture-modeling job until it ends, then fire exactly one event.
 
-    Events (``status``): ``success`` (``job`` as a plain dict), ``failed`` (FAILED, CANCELED, or
-    PARTIAL_SUCCEED when not accepted; with ``error_code``/``error_msg``), ``timeout`` (past
-    ``end_time``) or ``error`` (an exception retries did not cure; with its status, code and
-    request id).
+    Events (``status``): ``success`` (``job_id``, ``state``, ``model_asset_id``), ``failed``
+    (FAILED, CANCELED, or PARTIAL_SUCCEED when not accepted; with ``error_code``/``error_msg``),
+    ``timeout`` (past ``end_time``) or ``error`` (an exception retries did not cure; with its
+    status, code and request id).
 
     :param job_id: the job to watch.
     :param metastudio_conn_id: the ``metastudio`` connection.
@@ -145,7 +145,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
                     elif obs.error is not None:
                         raise obs.error
                     elif obs.job is not None:
-                        progress.observe(obs.job, obs.request_id)
+                        progress.observe(obs.job)
                         if obs.job.is_terminal:
                             yield TriggerEvent(job_event(obs.job, self.accept_partial_success))
                             return
@@ -177,11 +177,11 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
     async def _final_event(self, watch: Watch, progress: JobProgress) -> dict[str, Any]:
         note = ""
         try:
-            job, request_id = await asyncio.wait_for(watch.read(), FINAL_READ_TIMEOUT)
+            job = await asyncio.wait_for(watch.read(), FINAL_READ_TIMEOUT)
         except (MetaStudioError, asyncio.TimeoutError) as e:
             note = f"; the final status read failed: {e or type(e).__name__}"
         else:
-            progress.observe(job, request_id)
+            progress.observe(job)
             if job.is_terminal:
                 return job_event(job, self.accept_partial_success)
         return {
@@ -217,8 +217,8 @@ def is_stale_event(event: dict[str, Any] | None, context: Any) -> bool:
     return isinstance(fired_for, int) and current is not None and fired_for != current
 
 
-def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) -> dict[str, Any]:
-    """Turn a trigger event back into the job (success) or the matching exception.
+def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) -> str:
+    """Turn a trigger event into the finished job's id (success) or the matching exception.
 
     Shared by the sensor and the operators so a deferred wait ends exactly like a blocking one.
 
@@ -231,7 +231,7 @@ def resolve_event(event: dict[str, Any] | None, timeout_exc: type[Exception]) ->
         raise MetaStudioError(f"Malformed trigger event: {event!r:.200}")
     status = event["status"]
     if status == "success":
-        return event["job"]
+        return str(event["job_id"])
     if status == "failed":
         raise MetaStudioJobFailedError(
             event["job_id"], event["state"], event.get("error_code"), event.get("error_msg")

@@ -55,6 +55,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from airflow_provider_metastudio.api import MAX_PAGE_SIZE, JobPage
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
@@ -62,7 +63,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioError,
     MetaStudioNotFoundError,
 )
-from airflow_provider_metastudio.hooks.metastudio import MAX_PAGE_SIZE, JobPage, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import TERMINAL_STATES, JobState, PictureModelingJob
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,7 @@ class Observation:
     the wait ends with it) and ``notice`` (an outage began or ended: log it and keep waiting).
     """
 
-    job: PictureModelingJob | None = None
-    request_id: str | None = None
+    job: PictureModelingJob | None = None  # with the X-Request-Id of the answer that showed it
     error: BaseException | None = None
     notice: str | None = None
     level: int = logging.INFO
@@ -125,9 +125,9 @@ class Watch:
     async def next(self) -> Observation:
         return await self.queue.get()
 
-    async def read(self) -> tuple[PictureModelingJob, str | None]:
+    async def read(self) -> PictureModelingJob:
         """One details call now, through the tenant's hook and quota (a trigger's final look)."""
-        return await self.poller.hook.aget_picture_modeling_job_with_request_id(self.job_id)
+        return await self.poller.hook.aget_picture_modeling_job(self.job_id)
 
     def _put(self, obs: Observation) -> None:
         if not self.done:
@@ -290,11 +290,11 @@ class TenantPoller:
         newest = self.high_water
         offset = pages = resolved = 0
         while self.watches:  # stops early once every watch is resolved
-            count, jobs, request_id = await self._list(TERMINAL, offset, "update_time")
+            count, jobs, _ = await self._list(TERMINAL, offset, "update_time")
             pages += 1
             for job in jobs:
                 if job.is_terminal:  # a list that ignores the state filter must not end a wait
-                    resolved += self._resolve(job, request_id)
+                    resolved += self._resolve(job)
                 if job.end_time and (newest is None or job.end_time > newest):
                     newest = job.end_time
             offset += len(jobs)
@@ -317,16 +317,16 @@ class TenantPoller:
         if self._confirm_offset == 0:
             self._confirm_batch = set(unconfirmed)  # what a full pass must account for
         for _ in range(CONFIRM_PAGES_PER_ROUND):
-            count, jobs, request_id = await self._list(RUNNING, self._confirm_offset, "create_time")
+            count, jobs, _ = await self._list(RUNNING, self._confirm_offset, "create_time")
             now = time.monotonic()
             for job in jobs:
                 if job.is_terminal:  # a list that ignores the state filter: its answer still counts
-                    self._resolve(job, request_id)
+                    self._resolve(job)
                 elif job.job_id in unconfirmed:
                     unconfirmed.discard(job.job_id)
                     for w in self.watches.get(job.job_id, []):
                         w.confirmed, w.last_verified = True, now
-                        w._put(Observation(job, request_id))
+                        w._put(Observation(job))
             self._confirm_offset += len(jobs)
             if not jobs or self._confirm_offset >= count:
                 # A full pass did not find them running: they ended since the finished scan (the
@@ -381,7 +381,7 @@ class TenantPoller:
                 self._net_next = now + 1.0 / (rate * self.net_share)
             try:
                 self.details_calls += 1
-                job, request_id = await self.hook.aget_picture_modeling_job_with_request_id(job_id)
+                job = await self.hook.aget_picture_modeling_job(job_id)
             except asyncio.CancelledError:
                 raise
             except (MetaStudioNotFoundError, MetaStudioBadRequestError) as e:
@@ -399,20 +399,20 @@ class TenantPoller:
             failures = 0
             self._recovered("details")
             if job.is_terminal:
-                self._resolve(job, request_id)
+                self._resolve(job)
                 continue
             for w in self.watches.get(job_id, []):
                 w.last_verified = time.monotonic()
                 w.confirmed, w.priority = True, False
                 w.unknown_state = job.known_state is None
-                w._put(Observation(job, request_id))
+                w._put(Observation(job))
 
     # -- outcomes ---------------------------------------------------------------------------------
 
-    def _resolve(self, job: PictureModelingJob, request_id: str | None) -> int:
+    def _resolve(self, job: PictureModelingJob) -> int:
         ws = self.watches.pop(job.job_id, [])
         for w in ws:
-            w._put(Observation(job, request_id))
+            w._put(Observation(job))
             w.done = True
         return len(ws)
 
@@ -482,17 +482,17 @@ class TenantPoller:
             self._auth_since = None
             return
         # The connection may have been fixed meanwhile: look it up again, use it if it changed.
-        _CONFIGS.get(asyncio.get_running_loop(), {}).pop(self.conn_id, None)
+        _HOOKS.get(asyncio.get_running_loop(), {}).pop(self.conn_id, None)
         try:
-            config = await _config(self.conn_id)
+            hook = await _hook(self.conn_id)
         except Exception as lookup_error:  # a broken lookup is one more reason to keep waiting
             log.warning("Looking up connection %r again failed: %s", self.conn_id, lookup_error)
             return
-        if config != self.hook.config:
+        if hook.config != self.hook.config:
             log.info(
                 "Connection %r changed; the poller for project %s uses it now", self.conn_id, self.project
             )
-            old, self.hook = self.hook, _poller_hook(self.conn_id, config)
+            old, self.hook = self.hook, hook
             await old.aclose()
 
     def _backoff(self, failures: int) -> float:
@@ -519,8 +519,8 @@ _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, .
 # 10,000 triggers starting at once (a triggerer restart) would stall the loop for seconds. Triggers
 # of one connection in one loop share a lookup for this long, so a changed connection is still seen.
 CONFIG_TTL = 30.0
-_CONFIGS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[MetaStudioConnectionConfig]]]
+_HOOKS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[MetaStudioHook]]]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -542,44 +542,43 @@ def tenant_key(config: MetaStudioConnectionConfig) -> tuple[str, ...]:
     )
 
 
-def _poller_hook(conn_id: str, config: MetaStudioConnectionConfig) -> MetaStudioHook:
+async def _lookup_hook(conn_id: str) -> MetaStudioHook:
+    """A hook for a poller, its connection looked up (and its secrets masked) without blocking."""
     hook = MetaStudioHook(
         conn_id,
         retry_limit=POLLER_RETRY_LIMIT,
         throttle_retry_limit=POLLER_THROTTLE_RETRY_LIMIT,
         retry_log_level=logging.DEBUG,
     )
-    hook.adopt_config(config)  # already masked by the lookup
+    await hook.aget_config()
     return hook
 
 
-async def _lookup_config(conn_id: str) -> MetaStudioConnectionConfig:
-    return await MetaStudioHook(conn_id).aget_config()  # masks the connection's secrets
-
-
-async def _config(conn_id: str) -> MetaStudioConnectionConfig:
+async def _hook(conn_id: str) -> MetaStudioHook:
+    """The poller hook of ``conn_id``, looked up once per :data:`CONFIG_TTL` in this loop. Its config
+    says which tenant poller the connection's triggers join; the poller that starts keeps it."""
     loop = asyncio.get_running_loop()
-    configs = _CONFIGS.setdefault(loop, {})
-    entry = configs.get(conn_id)
+    hooks = _HOOKS.setdefault(loop, {})
+    entry = hooks.get(conn_id)
     if entry is None or time.monotonic() - entry[0] >= CONFIG_TTL:
         # A task, so triggers starting together wait for one lookup instead of each making its own.
-        entry = configs[conn_id] = (time.monotonic(), loop.create_task(_lookup_config(conn_id)))
+        entry = hooks[conn_id] = (time.monotonic(), loop.create_task(_lookup_hook(conn_id)))
     try:
         return await asyncio.shield(entry[1])
     except Exception:
-        if configs.get(conn_id) is entry:  # a failed lookup is not kept: the next trigger retries
-            del configs[conn_id]
+        if hooks.get(conn_id) is entry:  # a failed lookup is not kept: the next trigger retries
+            del hooks[conn_id]
         raise
 
 
 async def acquire(conn_id: str) -> TenantPoller:
     """The shared poller for this connection's tenant in the running loop (reference counted)."""
-    config = await _config(conn_id)
+    hook = await _hook(conn_id)
     per_loop = _POLLERS.setdefault(asyncio.get_running_loop(), {})
-    key = tenant_key(config)
+    key = tenant_key(hook.config)
     poller = per_loop.get(key)
     if poller is None:
-        poller = per_loop[key] = TenantPoller(conn_id, _poller_hook(conn_id, config), key)
+        poller = per_loop[key] = TenantPoller(conn_id, hook, key)
     poller.refs += 1
     return poller
 

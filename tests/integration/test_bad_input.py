@@ -30,7 +30,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioValidationError,
     MetaStudioWaitTimeout,
 )
-from airflow_provider_metastudio.hooks.metastudio import MAX_RESPONSE_BYTES, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.operators.picture_modeling import (
     MetaStudioCreatePictureModelingJobOperator,
     MetaStudioGetPictureModelingJobOperator,
@@ -43,6 +43,7 @@ from airflow_provider_metastudio.testing import (
     make_png_header,
 )
 from airflow_provider_metastudio.testing._replies import json_reply
+from airflow_provider_metastudio.transport import MAX_RESPONSE_BYTES
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 from airflow_provider_metastudio.validation import MAX_PHOTO_BYTES
 
@@ -129,10 +130,6 @@ def _hook_get(job_id: Any) -> Any:
     return fast_hook().get_picture_modeling_job(job_id)
 
 
-def _hook_get_with_request_id(job_id: Any) -> Any:
-    return fast_hook().get_picture_modeling_job_with_request_id(job_id)
-
-
 def _hook_aget(job_id: Any) -> Any:
     return asyncio.run(fast_hook().aget_picture_modeling_job(job_id))
 
@@ -163,7 +160,6 @@ def _get_operator_waiting(job_id: Any) -> Any:
 
 JOB_ID_ENTRY_POINTS: dict[str, Callable[[Any], Any]] = {
     "hook-get": _hook_get,
-    "hook-get-with-request-id": _hook_get_with_request_id,
     "hook-aget": _hook_aget,
     "hook-wait": _hook_wait,
     "sensor-poke": _sensor_poke,

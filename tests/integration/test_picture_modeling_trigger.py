@@ -59,16 +59,17 @@ def test_serialize_holds_plain_values_only():
 
 
 @FAST
-def test_success_event_carries_the_job(metastudio_emulator, metastudio_connection):
+def test_success_event_carries_what_the_task_needs(metastudio_emulator, metastudio_connection):
     job = metastudio_emulator.jobs.create(name="ok")
     events = asyncio.run(_events(_trigger(job["job_id"])))
     assert len(events) == 1
     event = events[0]
     assert event["status"] == "success"
-    assert event["job"]["job_id"] == job["job_id"]
-    assert event["job"]["state"] == "SUCCEED"
-    assert event["job"]["model_asset_id"] == job["model_asset_id"]
-    assert event["job"]["model_cover_url_expires_at"]
+    assert event["job_id"] == job["job_id"]
+    assert event["state"] == "SUCCEED"
+    assert event["model_asset_id"] == job["model_asset_id"]
+    # No cover URL (a signed credential stored and logged by Airflow): the task reads the job again.
+    assert "job" not in event and not any("cover" in key for key in event)
 
 
 @FAST
@@ -86,7 +87,7 @@ def test_terminal_outcomes(outcome, accept, status, metastudio_emulator, metastu
     job = metastudio_emulator.jobs.create(name="x", outcome=outcome)
     (event,) = asyncio.run(_events(_trigger(job["job_id"], accept_partial_success=accept)))
     assert event["status"] == status
-    assert event["job"]["state"] == outcome
+    assert event["state"] == outcome
     if outcome == "FAILED":
         info = metastudio_emulator.jobs.get(job["job_id"])["error_info"]
         assert (event["error_code"], event["error_msg"]) == (info["error_code"], info["error_msg"])
@@ -130,7 +131,7 @@ def test_job_finished_long_before_the_wait_is_found(metastudio_emulator, metastu
         metastudio_emulator.jobs.create(name=f"recent-{i}", waiting_seconds=0, processing_seconds=0)
     (event,) = asyncio.run(_events(_trigger(old["job_id"])))
     assert event["status"] == "success"
-    assert event["job"]["job_id"] == old["job_id"]
+    assert event["job_id"] == old["job_id"]
 
 
 @FAST
@@ -177,7 +178,7 @@ def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, 
     results = asyncio.run(scenario())
     elapsed = time.monotonic() - started
     assert [r[0]["status"] for r in results] == ["success"] * 60
-    assert [r[0]["job"]["job_id"] for r in results] == [j["job_id"] for j in jobs]
+    assert [r[0]["job_id"] for r in results] == [j["job_id"] for j in jobs]
     c = metastudio_emulator.recorder.counters()
     rounds = elapsed / 0.3 + 2
     # Per-job polling would make 60 details calls per round; the poller makes a list call or two,
@@ -269,7 +270,7 @@ def test_restarted_triggerer_finds_jobs_that_ended_while_down(metastudio_emulato
     started = time.monotonic()
     (event,) = asyncio.run(_events(_trigger(watched["job_id"], interval=5.0)))
     assert event["status"] == "success"
-    assert event["job"]["job_id"] == watched["job_id"]
+    assert event["job_id"] == watched["job_id"]
     # Found in the first round (its finished scan reads back an hour, and the new watch's first
     # details call runs beside it), not after confirmation passes of the running list.
     assert time.monotonic() - started < 4

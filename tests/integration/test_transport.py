@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from airflow_provider_metastudio import transport as transport_module
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
-from airflow_provider_metastudio.hooks import metastudio as hook_module
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 
@@ -258,8 +258,8 @@ def test_both_transports_take_tls_verification_from_the_connection_first(
     )
     url = hook.config.endpoint + "/x"
     # One route decides for both: the async client is built from it, the sync send gets it.
-    assert hook._route(url).verify == expected
-    assert hook._environment(url)["verify"] == expected
+    assert hook.transport.route(url).verify == expected
+    assert hook.transport.environment(url)["verify"] == expected
 
 
 # -- the Test button --------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_no_signed_url_in_any_log_record_while_a_cover_is_downloaded(
     metastudio_emulator, metastudio_connection, clean_proxy_env, caplog, monkeypatch
 ):
     masked = mock.Mock()
-    monkeypatch.setattr(hook_module, "mask_secret", masked)  # the filter alone must keep it out
+    monkeypatch.setattr(transport_module, "mask_secret", masked)  # the filter alone must keep it out
     # Every logger at DEBUG: the root, and those Airflow's logging config quietens on its own.
     for name in (None, "urllib3", "httpx", "httpcore", "airflow_provider_metastudio"):
         caplog.set_level(logging.DEBUG, logger=name)

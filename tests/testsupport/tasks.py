@@ -91,20 +91,10 @@ def asset(state: str = "ACTIVED", files: list[dict[str, Any]] | None = None, **f
 def patch_job_reads(*jobs: PictureModelingJob | BaseException) -> mock.MagicMock:
     """Make the hook's job-details read return ``jobs`` in turn (an exception is raised).
 
-    Patches ``get_picture_modeling_job`` and, while it exists, its ``_with_request_id`` twin (which
-    the hook-split branch removes) with one mock, so a test counts reads whichever the task calls.
-    The caller stops the patches with :func:`mock.patch.stopall` (the ``hook_reads`` fixtures do).
+    The caller stops the patch with :func:`mock.patch.stopall` (the ``hook_reads`` fixtures do).
     """
     reads = mock.MagicMock(side_effect=list(jobs))
     mock.patch.object(MetaStudioHook, "get_picture_modeling_job", reads).start()
-    if hasattr(MetaStudioHook, "get_picture_modeling_job_with_request_id"):
-
-        def with_request_id(job_id: str) -> tuple[PictureModelingJob, str]:
-            return reads(job_id), "req-1"
-
-        mock.patch.object(
-            MetaStudioHook, "get_picture_modeling_job_with_request_id", side_effect=with_request_id
-        ).start()
     return reads
 
 

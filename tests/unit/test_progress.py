@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 from testsupport import DATA
@@ -52,7 +53,7 @@ def records(caplog):
 
 def test_one_info_per_change_and_debug_otherwise(progress, records):
     states = ["WAITING", "WAITING", "WAITING", "PROCESSING", "PROCESSING", "SUCCEED"]
-    changed = [progress.observe(job(s), request_id=f"req-{i}") for i, s in enumerate(states)]
+    changed = [progress.observe(replace(job(s), request_id=f"req-{i}")) for i, s in enumerate(states)]
     assert changed == [True, False, False, True, False, True]
     info = records(logging.INFO)
     assert len(info) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from airflow_provider_metastudio import ratelimit
+from airflow_provider_metastudio.api import ApiResponse
 from airflow_provider_metastudio.assets import AssetFile, AssetState, DigitalAsset, signed_url_expiry
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
@@ -365,3 +367,47 @@ def test_download_file_without_url_is_refused(requests_mock):
         make_hook().download_asset_file(_file(download_url=f"ftp://x/?Signature={SIGNATURE}"), io.BytesIO())
     assert SIGNATURE not in str(e.value)
     assert requests_mock.call_count == 0
+
+
+# -- the async asset list (issue #14) -------------------------------------------------------------------
+
+
+def test_alist_assets_pages_through_the_async_transport_with_the_list_filters(monkeypatch):
+    hook = make_hook()
+    pages = {
+        0: {"count": 3, "assets": [asset_json(asset_id="a1"), asset_json(asset_id="a2")]},
+        2: {"count": 3, "assets": [asset_json(asset_id="a3")]},
+    }
+    sent = []
+
+    async def arequest(call):
+        sent.append(call)
+        query = parse_qs(urlsplit(call.url).query)
+        offset = int(query["offset"][0])
+        return ApiResponse(200, pages[offset], f"req-{offset}", {})
+
+    monkeypatch.setattr(hook.transport, "arequest", arequest)
+
+    async def collect():
+        return [a async for a in hook.alist_assets(states="ACTIVED", page_size=2)]
+
+    assets = asyncio.run(collect())
+    assert [a.asset_id for a in assets] == ["a1", "a2", "a3"]
+    assert [a.request_id for a in assets] == ["req-0", "req-0", "req-2"]
+    assert all(parse_qs(urlsplit(c.url).query)["asset_state"] == ["ACTIVED"] for c in sent)
+
+
+def test_alist_assets_validates_filters_before_any_request(monkeypatch):
+    hook = make_hook()
+
+    async def arequest(call):
+        raise AssertionError("no request may be sent")
+
+    monkeypatch.setattr(hook.transport, "arequest", arequest)
+
+    async def first():
+        return [a async for a in hook.alist_assets(sort_dir="sideways")]
+
+    with pytest.raises(MetaStudioValidationError) as exc:
+        asyncio.run(first())
+    assert exc.value.field == "sort_dir"

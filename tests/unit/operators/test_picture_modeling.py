@@ -41,6 +41,7 @@ from airflow_provider_metastudio.operators.picture_modeling import (
 from airflow_provider_metastudio.triggers.picture_modeling import (
     DEFER_TIMEOUT_MARGIN,
     MetaStudioPictureModelingJobTrigger,
+    job_event,
 )
 
 PICTURE_URL = "https://photos.example.com/face.png"
@@ -104,7 +105,8 @@ def get(**kwargs):
 
 
 def success_event(try_number=1):
-    return {"status": "success", "job_id": JOB_ID, "job": job().to_dict(), "try_number": try_number}
+    # Built by the trigger's own function, so these tests follow the event's real shape.
+    return {**job_event(job(), accept_partial_success=False), "try_number": try_number}
 
 
 def expected_done_xcoms(done=None):

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_metastudio.api import JobPage, base_url, show_call
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
@@ -23,7 +24,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioNotFoundError,
     MetaStudioServerError,
 )
-from airflow_provider_metastudio.hooks.metastudio import JobPage, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import PictureModelingJob
 from airflow_provider_metastudio.triggers import poller as poller_module
 from airflow_provider_metastudio.triggers.poller import Observation, TenantPoller, Watch, tenant_key
@@ -66,9 +67,10 @@ class Service:
             if v["state"] in states and j not in self.hidden_from_lists
         ]
         rows.sort(key=lambda job: job.end_time or T0, reverse=True)
-        return JobPage(len(rows), rows[offset : offset + limit], "rid-list")
+        page = [replace(job, request_id="rid-list") for job in rows[offset : offset + limit]]
+        return JobPage(len(rows), page, "rid-list")
 
-    def show(self, job_id: str) -> tuple[PictureModelingJob, str]:
+    def show(self, job_id: str) -> PictureModelingJob:
         self.calls.append(("show", job_id))
         if self.show_error is not None:
             raise self.show_error
@@ -76,7 +78,7 @@ class Service:
             raise self.show_errors[job_id]
         if job_id not in self.jobs:
             raise MetaStudioNotFoundError(f"404 {job_id}", status=404, error_code="MSS.00000003")
-        return self.job(job_id), "rid-show"
+        return replace(self.job(job_id), request_id="rid-show")
 
     def count(self, call: str) -> int:
         return sum(1 for c in self.calls if c[0] == call)
@@ -94,7 +96,7 @@ class FakeHook:
         await asyncio.sleep(0)
         return self.service.page(offset, limit, states, sort_key)
 
-    async def aget_picture_modeling_job_with_request_id(self, job_id):
+    async def aget_picture_modeling_job(self, job_id):
         await asyncio.sleep(0)
         return self.service.show(job_id)
 
@@ -271,9 +273,9 @@ async def test_refused_authentication_ends_the_waits_only_after_the_patience(mon
     service.list_error = service.show_error = refused
 
     async def same_config(conn_id):
-        return CONFIG
+        return FakeHook(service, CONFIG)
 
-    monkeypatch.setattr(poller_module, "_lookup_config", same_config)
+    monkeypatch.setattr(poller_module, "_lookup_hook", same_config)
     poller = new_poller(service)
     watches = [poller.watch("a", 0.02), poller.watch("b", 0.02)]
 
@@ -301,10 +303,9 @@ async def test_a_connection_fixed_meanwhile_is_picked_up(monkeypatch):
 
     async def lookup(conn_id):
         lookups.append(conn_id)
-        return fixed
+        return FakeHook(working, fixed)
 
-    monkeypatch.setattr(poller_module, "_lookup_config", lookup)
-    monkeypatch.setattr(poller_module, "_poller_hook", lambda conn_id, config: FakeHook(working, config))
+    monkeypatch.setattr(poller_module, "_lookup_hook", lookup)
     poller = new_poller(service)
     poller.auth_patience = 30.0
     w = poller.watch("a", 0.02)
@@ -334,18 +335,22 @@ def test_the_tenant_key_covers_what_changes_the_requests(change):
 async def test_connections_differing_only_in_app_user_id_get_their_own_poller_and_headers(monkeypatch):
     configs = {"one": replace(CONFIG, app_user_id="user-1"), "two": replace(CONFIG, app_user_id="user-2")}
 
-    async def lookup(conn_id):
-        return configs[conn_id]
+    async def aget_config(self):  # the connection lookup, without an Airflow database
+        self.__dict__["config"] = configs[self.metastudio_conn_id]
+        return self.config
 
-    monkeypatch.setattr(poller_module, "_lookup_config", lookup)
+    monkeypatch.setattr(MetaStudioHook, "aget_config", aget_config)
     one = await poller_module.acquire("one")
     two = await poller_module.acquire("two")
     try:
         assert one is not two
-        call = one.hook._show_call("job-1")
-        assert one.hook._headers(call, None)["X-App-UserId"] == "user-1"
-        assert two.hook._headers(call, None)["X-App-UserId"] == "user-2"
+        call = show_call(base_url(CONFIG.endpoint, CONFIG.project_id), "job-1")
+        assert one.hook.transport.headers(call, None)["X-App-UserId"] == "user-1"
+        assert two.hook.transport.headers(call, None)["X-App-UserId"] == "user-2"
+        # The poller owns a hook of its own, which retries little and logs retries at DEBUG.
         assert isinstance(one.hook, MetaStudioHook)
+        assert one.hook.retry_limit == poller_module.POLLER_RETRY_LIMIT
+        assert one.hook.retry_log_level == logging.DEBUG
     finally:
         await poller_module.release(one)
         await poller_module.release(two)

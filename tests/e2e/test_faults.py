@@ -347,7 +347,7 @@ def test_token_expiring_mid_wait_is_renewed_once(
 
     def new_job_then_expire(**kwargs: Any) -> Any:
         job = new_job(**kwargs)
-        timer = threading.Timer(EXPIRE_AFTER, emu.expire_tokens)
+        timer = threading.Timer(EXPIRE_AFTER, emu.iam.expire_tokens)
         timer.start()
         timers.append(timer)
         return job

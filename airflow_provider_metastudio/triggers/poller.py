@@ -93,6 +93,15 @@ POLLER_RETRY_LIMIT = 2
 POLLER_THROTTLE_RETRY_LIMIT = 6
 
 
+def _now() -> float:
+    """The event loop's clock: ``time.monotonic()`` on a real loop, so timers and timestamps agree;
+    a test's virtual clock under the unit tests, which run hours of polling in milliseconds."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # not in a loop: the clock a real loop would use
+        return time.monotonic()
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the poller tells one waiting trigger.
@@ -187,7 +196,7 @@ class TenantPoller:
 
     def watch(self, job_id: str, interval: float) -> Watch:
         """Start watching ``job_id``; observations arrive on the returned watch."""
-        w = Watch(job_id, interval, self, next_due=time.monotonic())
+        w = Watch(job_id, interval, self, next_due=_now())
         self.watches.setdefault(job_id, []).append(w)
         for trouble in self._troubles.values():  # a wait that starts during an outage hears of it
             w._put(Observation(notice=self._outage_text(trouble), level=logging.WARNING))
@@ -246,7 +255,7 @@ class TenantPoller:
                 self._list_wake.clear()
                 await self._list_wake.wait()
                 continue
-            delay = self._list_due() - time.monotonic()
+            delay = self._list_due() - _now()
             if delay > 0:
                 await self._sleep(self._list_wake, delay)
                 continue
@@ -270,7 +279,7 @@ class TenantPoller:
 
     async def _list_round(self) -> None:
         self.rounds += 1
-        started = self._last_round = time.monotonic()
+        started = self._last_round = _now()
         for ws in self.watches.values():
             for w in ws:
                 w.next_due = started + w.interval
@@ -318,7 +327,7 @@ class TenantPoller:
             self._confirm_batch = set(unconfirmed)  # what a full pass must account for
         for _ in range(CONFIRM_PAGES_PER_ROUND):
             count, jobs, _ = await self._list(RUNNING, self._confirm_offset, "create_time")
-            now = time.monotonic()
+            now = _now()
             for job in jobs:
                 if job.is_terminal:  # a list that ignores the state filter: its answer still counts
                     self._resolve(job)
@@ -369,7 +378,7 @@ class TenantPoller:
     async def _details_loop(self) -> None:
         failures = 0
         while not self._closed:
-            now = time.monotonic()
+            now = _now()
             job_id, wait = self._next_details(now)
             if job_id is None:
                 self._details_wake.clear()
@@ -391,7 +400,7 @@ class TenantPoller:
             except Exception as e:
                 failures += 1
                 for w in ws:  # asked about, even if unanswered: the round-robin moves on
-                    w.last_verified = time.monotonic()
+                    w.last_verified = _now()
                     w.priority = False
                 await self._failed("details", e)
                 await asyncio.sleep(self._backoff(failures))
@@ -402,7 +411,7 @@ class TenantPoller:
                 self._resolve(job)
                 continue
             for w in self.watches.get(job_id, []):
-                w.last_verified = time.monotonic()
+                w.last_verified = _now()
                 w.confirmed, w.priority = True, False
                 w.unknown_state = job.known_state is None
                 w._put(Observation(job))
@@ -429,11 +438,11 @@ class TenantPoller:
     def _outage_text(self, trouble: _Trouble) -> str:
         return (
             f"MetaStudio answers no calls for project {self.project} since "
-            f"{time.monotonic() - trouble.since:.0f}s ago ({trouble.error}); still waiting, retrying"
+            f"{_now() - trouble.since:.0f}s ago ({trouble.error}); still waiting, retrying"
         )
 
     async def _failed(self, call: str, e: Exception) -> None:
-        now = time.monotonic()
+        now = _now()
         if isinstance(e, MetaStudioAuthError):
             await self._auth_failed(e, now)
         elif not isinstance(e, MetaStudioError):
@@ -458,7 +467,7 @@ class TenantPoller:
             return
         text = (
             f"MetaStudio {call} calls work again for project {self.project} after "
-            f"{time.monotonic() - trouble.since:.0f}s ({trouble.failures} failed rounds of retries)"
+            f"{_now() - trouble.since:.0f}s ({trouble.failures} failed rounds of retries)"
         )
         log.info("%s", text)
         self._notify_all(text, logging.INFO)
@@ -560,9 +569,9 @@ async def _hook(conn_id: str) -> MetaStudioHook:
     loop = asyncio.get_running_loop()
     hooks = _HOOKS.setdefault(loop, {})
     entry = hooks.get(conn_id)
-    if entry is None or time.monotonic() - entry[0] >= CONFIG_TTL:
+    if entry is None or _now() - entry[0] >= CONFIG_TTL:
         # A task, so triggers starting together wait for one lookup instead of each making its own.
-        entry = hooks[conn_id] = (time.monotonic(), loop.create_task(_lookup_hook(conn_id)))
+        entry = hooks[conn_id] = (_now(), loop.create_task(_lookup_hook(conn_id)))
     try:
         return await asyncio.shield(entry[1])
     except Exception:

@@ -1,8 +1,11 @@
-"""The shared poller's logic against a scripted service: milliseconds per test, no HTTP.
+"""The shared poller's logic against a scripted service and a virtual clock: milliseconds per test,
+no HTTP.
 
 The scripted service stands in for the hook (list pages and details answers, with errors on
-demand); the poller's timing is tuned down on the instance so rounds take milliseconds. The HTTP
-path and the emulator are covered by ``test_trigger.py`` and the end-to-end suites.
+demand). Each test runs on a virtual-time event loop (``testsupport.virtual_time``), so the poller
+runs with its production timing (10 s intervals, 30 s backoff, 5 minutes of auth patience) and the
+scenarios are written in real seconds, deterministically. The HTTP path and the emulator are covered
+by ``tests/integration/test_picture_modeling_trigger.py`` and the end-to-end suites.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from testsupport.virtual_time import on_virtual_clock
 
 from airflow_provider_metastudio.api import JobPage, base_url, show_call
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
@@ -104,18 +108,11 @@ class FakeHook:
         self.closed = True
 
 
-def fast(poller: TenantPoller) -> TenantPoller:
-    poller.busy_interval = 0.01
-    poller.net_rounds = 2
-    poller.net_min_period = 0.05
-    poller.backoff_base = 0.005
-    poller.backoff_max = 0.02
-    poller.auth_patience = 0.4
-    return poller
+INTERVAL = 10.0  # a sensor's poll interval
 
 
 def new_poller(service: Service) -> TenantPoller:
-    return fast(TenantPoller("ms", FakeHook(service), ("http://127.0.0.1:1", "p1")))  # type: ignore[arg-type]
+    return TenantPoller("ms", FakeHook(service), ("http://127.0.0.1:1", "p1"))  # type: ignore[arg-type]
 
 
 async def outcome(w: Watch) -> tuple[Observation, list[Observation]]:
@@ -132,11 +129,12 @@ async def outcome(w: Watch) -> tuple[Observation, list[Observation]]:
 async def run(poller: TenantPoller, coro):
     """Run a scenario (bounded: a lost wait fails the test instead of hanging it), then stop the poller."""
     try:
-        return await asyncio.wait_for(coro, 10)
+        return await asyncio.wait_for(coro, 3600)
     finally:
         await poller.close()
 
 
+@on_virtual_clock
 async def test_an_outage_of_every_call_ends_no_wait_and_is_logged_once(caplog):
     service = Service()
     for i in range(3):
@@ -144,10 +142,10 @@ async def test_an_outage_of_every_call_ends_no_wait_and_is_logged_once(caplog):
     poller = new_poller(service)
     outage = MetaStudioServerError("503 gateway", status=503)
     service.list_error = service.show_error = outage
-    watches = [poller.watch(f"job-{i}", 0.02) for i in range(3)]
+    watches = [poller.watch(f"job-{i}", INTERVAL) for i in range(3)]
 
     async def scenario():
-        await asyncio.sleep(0.3)  # many failed rounds of both loops
+        await asyncio.sleep(300)  # five minutes of failed rounds of both loops
         assert not any(w.queue.empty() for w in watches)  # each heard of the outage
         service.list_error = service.show_error = None
         for i in range(3):
@@ -167,6 +165,7 @@ async def test_an_outage_of_every_call_ends_no_wait_and_is_logged_once(caplog):
     assert sum("details calls fail" in m for m in logged) == 1
 
 
+@on_virtual_clock
 async def test_a_bad_job_ends_only_its_own_wait():
     service = Service()
     service.add("bad")
@@ -176,7 +175,7 @@ async def test_a_bad_job_ends_only_its_own_wait():
         "400 MSS.00000003 invalid job_id bad", status=400, error_code="MSS.00000003", request_id="r-bad"
     )
     poller = new_poller(service)
-    bad, good = poller.watch("bad", 0.02), poller.watch("good", 0.02)
+    bad, good = poller.watch("bad", INTERVAL), poller.watch("good", INTERVAL)
 
     async def scenario():
         bad_end, _ = await outcome(bad)
@@ -190,11 +189,12 @@ async def test_a_bad_job_ends_only_its_own_wait():
     assert good_end.job is not None and good_end.job.state == "SUCCEED"
 
 
+@on_virtual_clock
 async def test_a_job_that_vanishes_while_watched_ends_with_the_service_answer():
     service = Service()
     service.add("gone")
     poller = new_poller(service)
-    w = poller.watch("gone", 0.02)
+    w = poller.watch("gone", INTERVAL)
 
     async def scenario():
         first = await w.next()  # seen running first
@@ -207,17 +207,18 @@ async def test_a_job_that_vanishes_while_watched_ends_with_the_service_answer():
 
 
 @pytest.mark.parametrize("quirk", ["hidden", "listed-below-the-high-water-mark"])
+@on_virtual_clock
 async def test_a_finished_job_the_lists_miss_is_found_by_the_safety_net(quirk):
     service = Service()
     for i in range(5):
         service.add(f"old-{i}", "SUCCEED", end=100 + i)
     service.add("late")
     poller = new_poller(service)
-    w = poller.watch("late", 0.02)
+    w = poller.watch("late", INTERVAL)
 
     async def scenario():
         while poller.rounds < 3:  # the high-water mark is at the newest end (104)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(1)
         if quirk == "hidden":
             service.hidden_from_lists.add("late")
             service.finish("late", at=200)
@@ -230,22 +231,22 @@ async def test_a_finished_job_the_lists_miss_is_found_by_the_safety_net(quirk):
     assert service.count("show") >= 1
 
 
+@on_virtual_clock
 async def test_the_finished_scan_reads_what_is_new_not_the_history():
     service = Service()
     for i in range(450):  # five pages of history
         service.add(f"old-{i}", "SUCCEED", end=i)
     service.add("watched")
     poller = new_poller(service)
-    poller.net_min_period = 60.0  # keep the safety net out of this count
-    w = poller.watch("watched", 0.02)
+    w = poller.watch("watched", INTERVAL)
 
     async def scenario():
         while poller.rounds < 2:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(1)
         before = service.count("list")
         rounds = poller.rounds
         while poller.rounds < rounds + 10:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(1)
         finished_pages = sum(
             1 for c in service.calls[before:] if c == ("list", tuple(poller_module.TERMINAL))
         )
@@ -265,6 +266,7 @@ def test_the_terminal_state_filter_is_in_the_enum_order():
     assert poller_module.TERMINAL == [s.value for s in JobState if JobState.is_terminal(s.value)]
 
 
+@on_virtual_clock
 async def test_refused_authentication_ends_the_waits_only_after_the_patience(monkeypatch):
     service = Service()
     service.add("a")
@@ -277,7 +279,7 @@ async def test_refused_authentication_ends_the_waits_only_after_the_patience(mon
 
     monkeypatch.setattr(poller_module, "_lookup_hook", same_config)
     poller = new_poller(service)
-    watches = [poller.watch("a", 0.02), poller.watch("b", 0.02)]
+    watches = [poller.watch("a", INTERVAL), poller.watch("b", INTERVAL)]
 
     async def scenario():
         started = asyncio.get_running_loop().time()
@@ -285,12 +287,15 @@ async def test_refused_authentication_ends_the_waits_only_after_the_patience(mon
         return results, asyncio.get_running_loop().time() - started
 
     results, took = await run(poller, scenario())
-    assert took >= poller.auth_patience
+    assert poller.auth_patience == 300
+    # Refused for the whole patience, then ended within a backoff of it.
+    assert poller.auth_patience <= took <= poller.auth_patience + poller.backoff_max + INTERVAL
     for final, _ in results:
         assert isinstance(final.error, MetaStudioAuthError)
         assert "patience" in str(final.error) and "'ms'" in str(final.error)
 
 
+@on_virtual_clock
 async def test_a_connection_fixed_meanwhile_is_picked_up(monkeypatch):
     service = Service()
     service.add("a")
@@ -307,9 +312,11 @@ async def test_a_connection_fixed_meanwhile_is_picked_up(monkeypatch):
 
     monkeypatch.setattr(poller_module, "_lookup_hook", lookup)
     poller = new_poller(service)
-    poller.auth_patience = 30.0
-    w = poller.watch("a", 0.02)
+    w = poller.watch("a", INTERVAL)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     final, _ = await run(poller, outcome(w))
+    assert loop.time() - started < 60  # well within the 5 minutes of patience
     assert final.job is not None and final.job.state == "SUCCEED"
     assert lookups and set(lookups) == {"ms"}
     assert poller.hook.config.sk == "FIXED"
@@ -332,6 +339,7 @@ def test_the_tenant_key_covers_what_changes_the_requests(change):
     assert all(secret not in repr(tenant_key(base)) for secret in ("SK", "st-1"))
 
 
+@on_virtual_clock
 async def test_connections_differing_only_in_app_user_id_get_their_own_poller_and_headers(monkeypatch):
     configs = {"one": replace(CONFIG, app_user_id="user-1"), "two": replace(CONFIG, app_user_id="user-2")}
 
@@ -356,25 +364,26 @@ async def test_connections_differing_only_in_app_user_id_get_their_own_poller_an
         await poller_module.release(two)
 
 
+@on_virtual_clock
 async def test_a_burst_of_finishing_jobs_is_read_in_quick_rounds():
     service = Service()
     for i in range(300):
         service.add(f"j{i}")
     poller = new_poller(service)
-    poller.busy_interval = 0.02
-    poller.net_min_period = 60.0
-    watches = [poller.watch(f"j{i}", 0.5) for i in range(300)]
+    watches = [poller.watch(f"j{i}", 60) for i in range(300)]
 
     async def scenario():
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(5)  # just after the first round
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for i in range(300):  # 300 finish over 0.6 s, far faster than the 0.5 s interval reports
+        for i in range(300):  # 3 a second for 100 s: rounds at the 60 s interval would lag up to 60 s
             service.finish(f"j{i}", at=i)
-            if i % 50 == 49:
-                await asyncio.sleep(0.1)
+            if i % 3 == 2:
+                await asyncio.sleep(1)
         await asyncio.gather(*(outcome(w) for w in watches))
         return loop.time() - started
 
     took = await run(poller, scenario())
-    assert took < 0.6 + 0.5  # busy rounds follow the burst instead of the 0.5 s interval
+    # Once a round finds jobs done, busy rounds (every 2 s) follow the burst: the last job that ends
+    # is reported within two of them, not at the next 60 s round (115 s).
+    assert took <= 100 + 2 * 2

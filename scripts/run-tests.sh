@@ -11,6 +11,9 @@ AIRFLOW_VERSIONS=${AIRFLOW_VERSIONS:-"2.11.2 3.0.6 3.3.2"}
 # Airflow lines whose venv also gets the OpenLineage provider (the "openlineage" extra), so the
 # lineage tests run there with it; the lines without it test that the provider works without it.
 OPENLINEAGE_VERSIONS=${OPENLINEAGE_VERSIONS:-"2.11.2 3.3.2"}
+# Airflow lines whose venv also gets the official Huawei SDK (the "sdk-conformance" extra, tests
+# only): there the emulator's answers must parse with it (tests/integration/test_official_sdk.py).
+SDK_VERSIONS=${SDK_VERSIONS:-"3.0.6"}
 # The suites mostly wait (emulated jobs, DAG runs; one uses 20-60 % of a core), so two lanes run
 # side by side: the newest Airflow (which also runs the full-stack test) in one, the other lines one
 # after the other in the second. Three suites at once pushed a 2-core machine's load past 30.
@@ -23,7 +26,8 @@ logs=$(mktemp -d)
 for version in $AIRFLOW_VERSIONS; do  # installs one at a time: they share uv's cache
     echo "==> Airflow $version: preparing .venv-tests/airflow-$version" >&2
     extras=test,lint
-    [[ " $OPENLINEAGE_VERSIONS " == *" $version "* ]] && extras=test,lint,openlineage
+    [[ " $OPENLINEAGE_VERSIONS " == *" $version "* ]] && extras=$extras,openlineage
+    [[ " $SDK_VERSIONS " == *" $version "* ]] && extras=$extras,sdk-conformance
     ensure_venv ".venv-tests/airflow-$version" "$version" "$extras"
 done
 
@@ -39,11 +43,14 @@ run_suite() {
     # Where the venv has the OpenLineage provider, its lineage tests must run, not skip.
     local openlineage=""
     [[ " $OPENLINEAGE_VERSIONS " == *" $version "* ]] && openlineage=1
+    local sdk=""
+    [[ " $SDK_VERSIONS " == *" $version "* ]] && sdk=1
     # The venv's pytest script, not `python -m pytest`: that puts the work tree first on sys.path,
     # and the suite would test the source tree instead of the installed wheel.
     local rc=0
     AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_FULLSTACK=$fullstack \
-        METASTUDIO_EXPECT_INSTALLED=1 METASTUDIO_EXPECT_OPENLINEAGE=$openlineage "$venv/bin/pytest" -p no:cacheprovider --durations=10 \
+        METASTUDIO_EXPECT_INSTALLED=1 METASTUDIO_EXPECT_OPENLINEAGE=$openlineage METASTUDIO_EXPECT_SDK=$sdk \
+        "$venv/bin/pytest" -p no:cacheprovider --durations=10 \
         "${PYTEST_ARGS[@]}" || rc=$?
     rm -rf "$home"
     return $rc

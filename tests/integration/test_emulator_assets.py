@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import io
-import json
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -154,36 +151,3 @@ def test_admin_interface_for_assets(metastudio_emulator: MetaStudioEmulator) -> 
     r = requests.post(f"{base}/asset-outcomes", json={"pattern": "*x*", "state": "FAILED"}, timeout=10)
     assert r.json()["outcomes"] == {"*x*": "FAILED"}
     assert requests.get(f"{base}/assets/nope", timeout=10).status_code == 404
-
-
-# -- the official SDK parses the emulator's answers ----------------------------------------------
-
-HAS_SDK = importlib.util.find_spec("huaweicloudsdkmetastudio") is not None
-
-
-@pytest.mark.skipif(not HAS_SDK, reason="huaweicloudsdkmetastudio is not installed (never a dependency)")
-def test_official_sdk_parses_show_and_list(metastudio_emulator: MetaStudioEmulator) -> None:
-    from huaweicloudsdkcore.auth.credentials import BasicCredentials
-    from huaweicloudsdkcore.http.http_config import HttpConfig
-    from huaweicloudsdkmetastudio.v1 import ListAssetsRequest, MetaStudioClient, ShowAssetRequest
-
-    emu = metastudio_emulator
-    asset_id = emu.jobs.create("sdk_model", "system_female_001")["model_asset_id"]
-    emu.clock.advance(10)
-    config = HttpConfig.get_default_config()
-    config.ignore_ssl_verification = True
-    client = (
-        MetaStudioClient.new_builder()
-        .with_http_config(config)
-        .with_credentials(BasicCredentials(emu.ak, emu.sk, emu.project_id))
-        .with_endpoints([emu.base_url])
-        .build()
-    )
-    shown = client.show_asset(ShowAssetRequest(asset_id=asset_id))
-    assert (shown.asset_id, shown.asset_state, shown.asset_type) == (asset_id, "ACTIVED", "HUMAN_MODEL")
-    main = next(f for f in shown.files if f.asset_file_category == "MAIN")
-    assert len(main.file_md5) == 24 and main.file_size == len(emu.assets.file_bytes(asset_id))
-    assert parse_qs(urlsplit(main.download_url).query)["Expires"]
-    listed = client.list_assets(ListAssetsRequest(asset_state="ACTIVED", limit=10, offset=0))
-    assert listed.count == 1 and listed.assets[0].asset_id == asset_id
-    assert json.loads(json.dumps(listed.to_dict(), default=str))["assets"][0]["files"]

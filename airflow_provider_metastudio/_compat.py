@@ -1,7 +1,13 @@
-"""Imports that moved between Airflow 2.11 and 3.x, resolved once.
+"""Airflow 2.11 / 3.0 / 3.1+ differences that several modules need, resolved once.
 
 Airflow 3 moved the authoring API into ``airflow.sdk`` and deprecates the old paths; 2.11 has only
-the old ones. Every other module imports from here, so the choice is made in one place.
+the old ones. Here: the base classes, exceptions, ``conf`` and secret masking (each from the newest
+path the running Airflow has, so no deprecation warning), ``AIRFLOW_V_3``, and helpers whose
+implementation differs by version (:func:`amask_secret`, :func:`aget_connection`,
+:func:`object_storage_path`). A switch needed by one module only stays beside its use:
+``PokeReturnValue`` (sensors), ``XCom`` (links), ``Asset``/``Dataset`` (``asset_events``) and the
+optional OpenLineage classes (``lineage``). ``BaseTrigger``/``TriggerEvent`` have one path in every
+supported version and are imported directly.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every error that came from the service carries the HTTP status, the service's ``error_code`` and
 ``error_msg`` and the ``X-Request-Id`` (what Huawei support asks for). Messages never contain
-credentials: they are built only from the call name, the status and the service's own answer.
+credentials: they are built from the call name, the status, the service's own answer (its message cut
+to 500 characters) and ids, states or file labels the caller already has.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ class MetaStudioError(AirflowException):
     :param error_code: the service's ``error_code`` (``MSS.*`` or gateway ``APIGW.*``).
     :param error_msg: the service's ``error_msg``.
     :param request_id: the response's ``X-Request-Id``.
-    :param call: which API call failed (``show``, ``list``, ``create``, ``create_by_url``, ``iam``).
+    :param call: which call failed, by its ``ApiCall`` name: ``show``, ``list``, ``create``,
+        ``create_by_url``, ``iam`` (the password flow's token request), ``cover`` (the cover download),
+        ``asset_show``, ``asset_list`` or ``asset_file`` (an asset file's download or check).
     """
 
     def __init__(

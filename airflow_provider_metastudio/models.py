@@ -1,4 +1,6 @@
-"""Typed views of the service's answers: job states and the picture-modeling job."""
+"""Typed views of the service's answers: job states, the picture-modeling job and its error, and the
+helpers they need (lenient RFC 3339 times, a cover URL's expiry, URL signatures redacted for logs).
+Digital assets have their own models in :mod:`airflow_provider_metastudio.assets`."""
 
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ _SIGNATURE_RE = re.compile(r"(?i)(?<=[?&])(signature|x-amz-signature|x-obs-signa
 
 
 def redact_url(url: str | None) -> str | None:
-    """The URL with the value of its ``Signature`` query parameter replaced, for log lines.
+    """The URL with the value of its ``Signature`` (or ``X-Amz-Signature``, ``X-Obs-Signature``) query
+    parameter replaced, for log lines.
 
     A pre-signed cover URL is a bearer credential: XCom carries it whole, logs never do.
     """

@@ -1,4 +1,5 @@
-"""One log line per job state change, shared by the hook's wait, the sensor and the trigger."""
+"""One log line per job state change, and one timeout message, shared by the hook's wait, the sensor
+and the trigger."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class JobProgress:
     :param job_id: the job being watched.
     :param log: where to write.
     :param started: monotonic start of the wait (elapsed times are measured from it).
+    :param clock: monotonic seconds; injectable for tests.
     """
 
     def __init__(

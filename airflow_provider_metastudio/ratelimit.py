@@ -1,10 +1,13 @@
-"""Client-side quota: one process-wide rate limiter per endpoint, project and call.
+"""Client-side quota: one process-wide rate limiter per endpoint, project, call and rate.
 
-The service allows 1 request/s per tenant for show, list and create, and 2/s for create-by-URL.
-Every hook in a process (all tasks of a worker, all triggers of a triggerer) shares the same
-limiter for the same tenant, so a process never causes 429s by itself. The limiter only *computes*
-how long a caller must wait; the caller sleeps with ``time.sleep`` or ``asyncio.sleep``, so the
-same object serves the sync and the async clients.
+The service allows 1 request/s per tenant for show, list and create, and 2/s for create-by-URL; the
+asset calls are assumed to allow 1/s (see :data:`DEFAULT_RATES`). A connection's ``rate_limits``
+extra overrides single rates or turns the limiter off. Every hook in a process (all tasks of a
+worker, all triggers of a triggerer) with the same tenant and rate shares one limiter, so a process
+keeps to the quota by itself; several processes on one tenant do not know about each other and can
+still draw 429s, which the hook retries after ``Retry-After`` (:meth:`RateLimiter.backoff`). The
+limiter only *computes* how long a caller must wait; the caller sleeps with ``time.sleep`` or
+``asyncio.sleep``, so the same object serves the sync and the async clients.
 """
 
 from __future__ import annotations

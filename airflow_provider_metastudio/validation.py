@@ -1,8 +1,11 @@
-"""Input checks made before any URL or request is built.
+"""Input checks made before anything is sent: ids, region, URLs, names, photos and wait settings.
 
-A job id goes into a URL path: ``../x``, ``a/b``, ``a?b`` or ``%2F`` must never turn into a request
-to another path, so ids are checked against a strict alphabet instead of being escaped.
-Errors name the field and show at most a short excerpt of the value.
+A job or asset id goes into a URL path: ``../x``, ``a/b``, ``a?b`` or ``%2F`` must never turn into a
+request to another path, so ids are checked against a strict alphabet (letters, digits, ``-``, ``_``;
+at most 128 characters) instead of being escaped. A photo is checked from its own bytes (PNG or JPEG,
+at most 10 MB and 3840x2160 either way round), so a wasted upload becomes an error naming the field.
+Errors are :class:`MetaStudioValidationError` naming the field, with at most 60 characters of the
+value's ``repr``.
 """
 
 from __future__ import annotations

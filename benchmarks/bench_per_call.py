@@ -75,7 +75,13 @@ def build_clients(
     cleanup: list[Callable[[], None]] = [loop.close]
 
     config = MetaStudioConnectionConfig.from_parts(
-        login=ak, password=sk, extra={**conn["extra"], "rate_limits": False}
+        login=ak,
+        password=sk,
+        extra={**conn["extra"], "rate_limits": False},
+        # The destination is the connection's host/port/schema (an endpoint extra is not honoured).
+        host=conn.get("host"),
+        port=conn.get("port"),
+        schema=conn.get("schema"),
     )
     hook = MetaStudioHook(config=config)
     clients["hook"] = lambda: hook.get_picture_modeling_job(job_id)

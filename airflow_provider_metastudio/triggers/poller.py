@@ -6,7 +6,7 @@ finished job many minutes late.
 
 Two loops run side by side, each under its own quota (list: 1/s, details: 1/s by default):
 
-* **The list loop** (fast path). Each round lists terminal jobs (``state=SUCCEED,PARTIAL_SUCCEED,
+* **The list loop** (fast path). Each round lists terminal jobs (``state=PARTIAL_SUCCEED,SUCCEED,
   FAILED,CANCELED``) newest first (``sort_key=update_time, sort_dir=desc``, 100 per page) and reads
   only what is new: it stops at the first job that ended before the newest end time already seen
   (less a few seconds, since times are whole seconds). One call per round covers every watched job;
@@ -64,14 +64,19 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioNotFoundError,
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.models import TERMINAL_STATES, JobState, PictureModelingJob
+from airflow_provider_metastudio.models import JobState, PictureModelingJob
 
 log = logging.getLogger(__name__)
 
-# Listed in the order of the enum, never of a set: the query (and its signature) stays the same in
-# every process.
-TERMINAL = [s.value for s in JobState if s in TERMINAL_STATES]
-RUNNING = [JobState.WAITING.value, JobState.PROCESSING.value]
+# Fixed tuples, never built from a set: a set's order follows string hashes, which differ between
+# processes, and the list query (and its signature) must be the same in every triggerer.
+TERMINAL = (
+    JobState.PARTIAL_SUCCEED.value,
+    JobState.SUCCEED.value,
+    JobState.FAILED.value,
+    JobState.CANCELED.value,
+)
+RUNNING = (JobState.WAITING.value, JobState.PROCESSING.value)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Job times are whole seconds: a job that ended in the same second as the newest one seen may be
 # listed after it. Rescan this far behind it.
@@ -286,7 +291,7 @@ class TenantPoller:
         self.busy = await self._finished_scan() > 0
         await self._confirm_new()
 
-    async def _list(self, states: list[str], offset: int, sort_key: str) -> JobPage:
+    async def _list(self, states: tuple[str, ...], offset: int, sort_key: str) -> JobPage:
         self.list_calls += 1
         return await self.hook.alist_picture_modeling_jobs_page(
             offset=offset, limit=MAX_PAGE_SIZE, states=states, sort_key=sort_key, sort_dir="desc"

@@ -35,7 +35,13 @@ def test_providers_manager_registers_hook_connection_and_link():
     from airflow.providers_manager import ProvidersManager
 
     pm = ProvidersManager()
-    hook = pm.hooks["metastudio"]
+    try:  # newer Airflow 3 releases deprecate ProvidersManager.hooks for the task SDK's registry
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hooks = ProvidersManagerTaskRuntime().hooks
+    except ImportError:
+        hooks = pm.hooks
+    hook = hooks["metastudio"]
     assert hook is not None
     assert hook.hook_class_name == "airflow_provider_metastudio.hooks.metastudio.MetaStudioHook"
     assert hook.connection_type == "metastudio"

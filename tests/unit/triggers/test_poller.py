@@ -1,5 +1,5 @@
 """The shared poller's logic against a scripted service and a virtual clock: milliseconds per test,
-no HTTP.
+no HTTP (one test starts fresh interpreters to check the list query does not depend on the hash seed).
 
 The scripted service stands in for the hook (list pages and details answers, with errors on
 demand). Each test runs on a virtual-time event loop (``testsupport.virtual_time``), so the poller
@@ -11,7 +11,11 @@ by ``tests/integration/test_picture_modeling_trigger.py`` and the end-to-end sui
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -259,11 +263,49 @@ async def test_the_finished_scan_reads_what_is_new_not_the_history():
     assert final.job is not None and final.job.state == "SUCCEED"
 
 
-def test_the_terminal_state_filter_is_in_the_enum_order():
-    # The query (and its signature) must be the same in every process, whatever the hash seed.
+def test_the_state_filters_name_exactly_the_terminal_and_the_running_states():
     from airflow_provider_metastudio.models import JobState
 
-    assert poller_module.TERMINAL == [s.value for s in JobState if JobState.is_terminal(s.value)]
+    assert sorted(poller_module.TERMINAL) == sorted(s.value for s in JobState if JobState.is_terminal(s))
+    assert poller_module.RUNNING == ("WAITING", "PROCESSING")
+
+
+# Builds the finished scan's list request through the hook (requests_mock: no network) and prints
+# its URL. Run in fresh interpreters: string hashes, and so any set's order, differ between them.
+_PRINT_LIST_URL = """
+import requests_mock
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
+from airflow_provider_metastudio.triggers.poller import TERMINAL
+with requests_mock.Mocker() as m:
+    m.get(requests_mock.ANY, json={"count": 0, "picture_modeling_jobs": []})
+    hook = MetaStudioHook()
+    list(hook.list_picture_modeling_jobs(states=TERMINAL, sort_key="update_time", sort_dir="desc"))
+    print(m.request_history[0].url)
+"""
+
+
+def test_the_finished_scan_query_is_the_same_in_every_process(tmp_path):
+    conn = {"conn_type": "metastudio", "login": "AK", "password": "SK", "host": "127.0.0.1", "port": 1}
+    conn.update(schema="http", extra={"project_id": "p1"})
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),  # the provider this test imported
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW_CONN_METASTUDIO_DEFAULT": json.dumps(conn),
+    }
+    urls = set()
+    for seed in ("1", "2", "3"):
+        out = subprocess.run(
+            [sys.executable, "-c", _PRINT_LIST_URL],
+            env={**env, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        urls.add(out.stdout.strip().splitlines()[-1])
+    assert len(urls) == 1, urls
+    assert "state=PARTIAL_SUCCEED%2CSUCCEED%2CFAILED%2CCANCELED" in urls.pop()
 
 
 @on_virtual_clock

@@ -4,9 +4,9 @@ Airflow 3 moved the authoring API into ``airflow.sdk`` and deprecates the old pa
 the old ones. Here: the base classes, exceptions, ``conf`` and secret masking (each from the newest
 path the running Airflow has, so no deprecation warning), ``AIRFLOW_V_3``, and helpers whose
 implementation differs by version (:func:`amask_secret`, :func:`aget_connection`,
-:func:`object_storage_path`). A switch needed by one module only stays beside its use:
-``PokeReturnValue`` (sensors), ``XCom`` (links), ``Asset``/``Dataset`` (``asset_events``) and the
-optional OpenLineage classes (``lineage``). ``BaseTrigger``/``TriggerEvent`` have one path in every
+:func:`asset_classes`, :func:`object_storage_path`). A switch needed by one module only stays beside
+its use: ``PokeReturnValue`` (sensors), ``XCom`` (links) and the optional OpenLineage classes
+(``lineage``). ``BaseTrigger``/``TriggerEvent`` have one path in every
 supported version and are imported directly.
 """
 
@@ -90,6 +90,21 @@ async def aget_connection(conn_id: str) -> Any:
     return await sync_to_async(BaseHook.get_connection)(conn_id)
 
 
+def asset_classes() -> tuple[type, ...]:
+    """The outlet class whose events the provider fills: ``Asset`` on Airflow 3, ``Dataset`` on 2.11.
+
+    ``airflow.datasets.Dataset`` is only imported where ``Asset`` is missing: on Airflow 3.0 and 3.1
+    it is a deprecated alias of ``Asset`` (the same class), and importing it warns.
+    """
+    try:
+        from airflow.sdk import Asset
+    except ImportError:  # Airflow 2.11
+        from airflow.datasets import Dataset
+
+        return (Dataset,)
+    return (Asset,)
+
+
 def object_storage_path(uri: Any) -> Any:
     """An ``ObjectStoragePath`` for a URI (``file://``, ``s3://``, ...), whichever Airflow has it."""
     try:
@@ -111,6 +126,7 @@ __all__ = [
     "TaskDeferred",
     "aget_connection",
     "amask_secret",
+    "asset_classes",
     "conf",
     "mask_secret",
     "object_storage_path",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import SplitResult
 
+from airflow_provider_metastudio._compat import asset_classes
 from airflow_provider_metastudio.validation import validate_asset_id, validate_project_id
 
 SCHEME = "metastudio"
@@ -58,30 +59,13 @@ def asset_uri(project_id: str, asset_id: str | None = None) -> str:
     return f"{SCHEME}://{project_id}/assets/{validate_asset_id(asset_id)}"
 
 
-def _asset_classes() -> tuple[type, ...]:
-    classes: list[type] = []
-    try:
-        from airflow.sdk import Asset
-
-        classes.append(Asset)
-    except ImportError:  # Airflow 2.11
-        pass
-    try:
-        from airflow.datasets import Dataset  # Airflow 2.11; a deprecated alias of Asset on 3.x
-
-        classes.append(Dataset)
-    except ImportError:
-        pass
-    return tuple(classes)
-
-
 def emit_outlet_events(task: Any, context: Any, **extra: Any) -> dict[str, Any]:
     """Put ``extra`` (None values left out) into the event of each outlet Asset/Dataset of ``task``.
 
     Airflow emits one event per outlet when the task succeeds; aliases and other outlets are left
     alone. Returns the extra that was set (empty when the task has no asset outlet).
     """
-    classes = _asset_classes()
+    classes = asset_classes()
     outlets = [o for o in (getattr(task, "outlets", None) or []) if classes and isinstance(o, classes)]
     events = context.get("outlet_events") if hasattr(context, "get") else None
     payload = {k: v for k, v in extra.items() if v is not None}

@@ -40,7 +40,7 @@ from airflow_provider_metastudio.testing import (
     make_png_header,
 )
 
-pytestmark = pytest.mark.metastudio_emulator(quotas_enabled=False)
+pytestmark = [pytest.mark.metastudio_emulator(quotas_enabled=False), pytest.mark.airflow_independent]
 
 VECTORS_FILE = DATA / "aksk_signing_vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())["vectors"]

@@ -18,6 +18,8 @@ from testsupport import REPO
 from airflow_provider_metastudio.testing import EmulatorConfig, MetaStudioEmulator
 from airflow_provider_metastudio.testing.__main__ import build_parser, config_from_args
 
+pytestmark = pytest.mark.airflow_independent  # runs on the newest Airflow line only
+
 REPO_ROOT = REPO
 
 

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 from airflow_provider_metastudio.auth import AkSkSigner, canonical_query
 from airflow_provider_metastudio.testing import EmulatorConfig, MetaStudioEmulator
 
+pytestmark = pytest.mark.airflow_independent  # runs on the newest Airflow line only
+
 EXAMPLES = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -51,6 +51,8 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioServerError,
 )
 
+pytestmark = pytest.mark.airflow_independent  # runs on the newest Airflow line only
+
 VECTORS = json.loads((DATA / "aksk_signing_vectors.json").read_text())["vectors"]
 SIGNER_VECTORS = [v for v in VECTORS if v["kind"] == "signer"]
 WIRE_VECTORS = [v for v in VECTORS if v["kind"] == "wire"]

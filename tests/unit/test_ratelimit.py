@@ -9,6 +9,8 @@ import pytest
 from airflow_provider_metastudio import ratelimit
 from airflow_provider_metastudio.ratelimit import DEFAULT_RATES, RateLimiter, get_limiter, parse_rate_limits
 
+pytestmark = pytest.mark.airflow_independent  # runs on the newest Airflow line only
+
 START = 1000.0
 
 

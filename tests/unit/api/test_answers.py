@@ -37,6 +37,8 @@ from airflow_provider_metastudio.exceptions import (
 )
 from airflow_provider_metastudio.transport import MAX_RESPONSE_BYTES
 
+pytestmark = pytest.mark.airflow_independent  # runs on the newest Airflow line only
+
 # -- error mapping -------------------------------------------------------------------------------
 
 

@@ -19,6 +19,8 @@ from airflow_provider_metastudio.api import (
 )
 from airflow_provider_metastudio.exceptions import MetaStudioValidationError
 
+pytestmark = pytest.mark.airflow_independent  # runs on the newest Airflow line only
+
 BASE = base_url("https://metastudio.example.test", "p" * 32)
 STYLIZED = f"{BASE}/digital-human/stylized"
 # The smallest PNG header validate_photo accepts: signature, IHDR with a 64x64 size.

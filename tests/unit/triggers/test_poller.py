@@ -284,6 +284,7 @@ with requests_mock.Mocker() as m:
 """
 
 
+@pytest.mark.airflow_independent  # fresh interpreters cost 20 s: once per matrix is enough
 def test_the_finished_scan_query_is_the_same_in_every_process(tmp_path):
     conn = {"conn_type": "metastudio", "login": "AK", "password": "SK", "host": "127.0.0.1", "port": 1}
     conn.update(schema="http", extra={"project_id": "p1"})

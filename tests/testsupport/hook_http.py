@@ -28,7 +28,6 @@ from airflow_provider_metastudio.hooks.metastudio import (
     MetaStudioHook,
 )
 from testsupport import DATA
-from testsupport import png_header as png_bytes  # noqa: F401  (one PNG maker for every suite)
 
 JOB_SUCCEED = json.loads((DATA / "job_succeed.json").read_text())
 

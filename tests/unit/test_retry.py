@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from unittest import mock
 
 import pytest
+from testsupport import png_header
 from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     CREATE_BY_URL_URL,
     CREATE_URL,
@@ -26,7 +27,6 @@ from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     make_config,
     make_hook,
     ok,
-    png_bytes,
     read_timeout,
     refused,
     requests_to,
@@ -189,7 +189,7 @@ def test_retry_after_as_http_date_is_honoured(requests_mock, sleeps):
 
 
 def _create_photo(hook):
-    return hook.create_picture_modeling_job(photo=png_bytes(), style_id=STYLE_ID, name="m")
+    return hook.create_picture_modeling_job(photo=png_header(), style_id=STYLE_ID, name="m")
 
 
 def _create_by_url(hook):

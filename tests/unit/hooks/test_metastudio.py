@@ -12,7 +12,7 @@ from unittest import mock
 from urllib.parse import quote, urlsplit
 
 import pytest
-from testsupport import BAD_JOB_IDS
+from testsupport import BAD_JOB_IDS, png_header
 from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     AK,
     COVER_SIGNATURE,
@@ -51,7 +51,6 @@ from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     multipart_parts,
     ok,
     password_hook,
-    png_bytes,
     refused,
     sleeps_fixture,
     token_hook,
@@ -336,12 +335,12 @@ def test_list_page_validates_offset(requests_mock):
 
 def _photo_path(tmp_path, name="face.png", data=None):
     path = tmp_path / name
-    path.write_bytes(png_bytes() if data is None else data)
+    path.write_bytes(png_header() if data is None else data)
     return path
 
 
 PHOTO_INPUTS = {
-    "path": (lambda tmp: _photo_path(tmp), "face.png", "image/png", png_bytes()),
+    "path": (lambda tmp: _photo_path(tmp), "face.png", "image/png", png_header()),
     "str path": (
         lambda tmp: str(_photo_path(tmp, "face.jpg", jpeg_bytes())),
         "face.jpg",
@@ -352,12 +351,12 @@ PHOTO_INPUTS = {
         lambda tmp: _photo_path(tmp, 'my "face".png'),
         "photo.png",
         "image/png",
-        png_bytes(),
+        png_header(),
     ),
-    "bytes png": (lambda tmp: png_bytes(), "photo.png", "image/png", png_bytes()),
+    "bytes png": (lambda tmp: png_header(), "photo.png", "image/png", png_header()),
     "bytes jpeg": (lambda tmp: jpeg_bytes(), "photo.jpg", "image/jpeg", jpeg_bytes()),
-    "bytearray": (lambda tmp: bytearray(png_bytes()), "photo.png", "image/png", png_bytes()),
-    "file object": (lambda tmp: open(_photo_path(tmp, "me.png"), "rb"), "me.png", "image/png", png_bytes()),
+    "bytearray": (lambda tmp: bytearray(png_header()), "photo.png", "image/png", png_header()),
+    "file object": (lambda tmp: open(_photo_path(tmp, "me.png"), "rb"), "me.png", "image/png", png_header()),
     "BytesIO": (lambda tmp: io.BytesIO(jpeg_bytes()), "photo.jpg", "image/jpeg", jpeg_bytes()),
 }
 
@@ -391,7 +390,7 @@ def test_create_from_photo_sends_multipart(requests_mock, tmp_path, make_photo, 
 
 def test_create_without_notify_url_sends_no_such_part(requests_mock):
     requests_mock.post(CREATE_URL, **ok(CREATED))
-    make_hook().create_picture_modeling_job(photo=png_bytes(), style_id=STYLE_ID, name="m")
+    make_hook().create_picture_modeling_job(photo=png_header(), style_id=STYLE_ID, name="m")
     assert set(multipart_parts(requests_mock.last_request)) == {"style_id", "name", "file"}
 
 
@@ -405,13 +404,13 @@ def _big_sparse_file(tmp_path):
 CREATE_REFUSED = {
     "gif": ({"photo": b"GIF89a" + b"\x00" * 64}, "photo"),
     "text file object": ({"photo": io.StringIO("not bytes")}, "photo"),
-    "oversized png": ({"photo": png_bytes(4000, 3000)}, "photo"),
+    "oversized png": ({"photo": png_header(4000, 3000)}, "photo"),
     "empty": ({"photo": b""}, "photo"),
     "missing path": ({"photo": "/nonexistent/face.png"}, "photo"),
     "wrong type": ({"photo": 12345}, "photo"),
-    "empty name": ({"photo": png_bytes(), "name": ""}, "name"),
-    "long style": ({"photo": png_bytes(), "style_id": "s" * 65}, "style_id"),
-    "notify ftp": ({"photo": png_bytes(), "notify_url": "ftp://x/y"}, "notify_url"),
+    "empty name": ({"photo": png_header(), "name": ""}, "name"),
+    "long style": ({"photo": png_header(), "style_id": "s" * 65}, "style_id"),
+    "notify ftp": ({"photo": png_header(), "notify_url": "ftp://x/y"}, "notify_url"),
 }
 
 
@@ -433,7 +432,7 @@ def test_create_refuses_an_oversized_file_without_reading_it(requests_mock, tmp_
 def test_create_answer_without_job_id_is_invalid(requests_mock):
     requests_mock.post(CREATE_URL, **ok({"model_asset_id": "x"}, request_id="req-c"))
     with pytest.raises(MetaStudioInvalidResponseError) as exc:
-        make_hook().create_picture_modeling_job(photo=png_bytes(), style_id=STYLE_ID, name="m")
+        make_hook().create_picture_modeling_job(photo=png_header(), style_id=STYLE_ID, name="m")
     assert exc.value.request_id == "req-c"
     assert requests_mock.call_count == 1
 

@@ -12,6 +12,11 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "e2e" / "dags")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
+# The production-shaped deployment test (PostgreSQL, Celery, eight Airflow processes) runs only in
+# its own lane: scripts/run-deployment.sh sets METASTUDIO_DEPLOYMENT=1.
+if os.environ.get("METASTUDIO_DEPLOYMENT") != "1":
+    collect_ignore = ["deployment"]
+
 # The emulator fixtures (metastudio_emulator, metastudio_connection) are opt-in, as for any user.
 pytest_plugins = ["airflow_provider_metastudio.testing.pytest_plugin"]
 

@@ -46,13 +46,15 @@ def airflow_cli(env: dict[str, str], *args: str, check: bool = True) -> subproce
     )
 
 
-def start(env: dict[str, str], log_dir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
-    """``airflow <args>`` in its own process group, its output in ``log_dir/<args[0]>.log``."""
-    log = log_dir / f"{args[0]}.log"
+def start(
+    env: dict[str, str], log_dir: Path, *args: str, name: str | None = None
+) -> tuple[subprocess.Popen, Path]:
+    """``airflow <args>`` in its own process group, its output in ``log_dir/<name or args[0]>.log``."""
+    log = log_dir / f"{name or args[0]}.log"
     proc = subprocess.Popen(
         [str(BIN / "airflow"), *args],
         env=env,
-        stdout=log.open("w"),
+        stdout=log.open("a"),  # "a": a restarted component keeps its earlier output
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )

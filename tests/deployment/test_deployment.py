@@ -1,0 +1,195 @@
+"""Scenarios on the production-shaped stack (see conftest.py and stack.py), each asserting an outcome.
+
+They share one stack and run in file order; a scenario that kills a component starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+MAPPED = "deployment_mapped_models"
+CONSUMER = "example_metastudio_asset_consumer"
+EXAMPLE = "example_metastudio_picture_modeling"
+# The scheduler's words when an executor event contradicts a task's state ("changed externally").
+STATE_MISMATCH = re.compile(r"finished with state (\w+), but the task instance's state attribute is (\w+)")
+
+
+def _jobs_named(emulator, prefix: str) -> list[dict]:
+    """The emulator's view (``GET`` details) of every job whose name starts with ``prefix``."""
+    return [r["info"] for r in emulator.jobs.records() if r["info"]["name"].startswith(prefix)]
+
+
+def _consumer_checks(deployment, after: str) -> tuple[list[str], dict[str, str | None]]:
+    """Every model the consumer runs started after ``after`` (a timestamp) checked, and their states."""
+    runs = deployment.query(
+        "SELECT run_id, state FROM dag_run WHERE dag_id = %s AND run_after >= %s", CONSUMER, after
+    )
+    checked: list[str] = []
+    for run_id, state in runs:
+        if state == "success":
+            for model in deployment.xcom(CONSUMER, run_id, "check_models") or []:
+                assert Path(model["glb"]).read_bytes()[:4] == b"glTF", model
+                checked.append(model["model_asset_id"])
+    return checked, dict(runs)
+
+
+def test_forty_mapped_models_through_assets_and_consumer(deployment):
+    """40 mapped creates by URL (deferred waits), their asset sensors (deferred), and the consumer
+    DAG the asset events start: every task succeeds on its first try, one job per mapped task, and
+    every model's GLB is downloaded and verified."""
+    emulator = deployment.emulator
+    (after,) = deployment.query("SELECT now()")[0]
+    run_id = deployment.trigger(MAPPED)
+    result = deployment.wait_for_run(MAPPED, run_id, timeout=600)
+    bad = result.not_successful()
+    assert result.state == "success" and not bad, (result.state, bad)
+    creates = {k: v for k, v in result.tasks.items() if k[0] == "create_job"}
+    sensors = {k: v for k, v in result.tasks.items() if k[0] == "wait_for_model_asset"}
+    assert sorted(i for _, i in creates) == list(range(40)), sorted(creates)
+    assert len(sensors) == 40, sorted(sensors)
+    assert {v.try_number for v in result.tasks.values()} == {1}, result.tasks
+    # Both workers ran tasks: Celery spread the load.
+    assert {v.hostname for v in creates.values()} == {"worker-1", "worker-2"}, creates
+
+    # One job per mapped task (the default name is unique per task run), each created once.
+    jobs = _jobs_named(emulator, f"{MAPPED}.create_job.{run_id}.")
+    assert sorted(int(j["name"].rsplit(".", 1)[1]) for j in jobs) == list(range(40)), [j["name"] for j in jobs]
+    models = {deployment.xcom(MAPPED, run_id, "create_job", "model_asset_id", i) for i in range(40)}
+    assert models == {j["model_asset_id"] for j in jobs}
+
+    # The consumer, started by the scheduler from the 40 asset events (in one or more batched
+    # runs), downloaded and verified every model.
+    def all_checked():
+        checked, runs = _consumer_checks(deployment, after)
+        if set(checked) >= models and all(s in ("success", "failed") for s in runs.values()):
+            return checked, runs
+        return None
+
+    checked, runs = deployment.wait_for("the consumer to check all 40 models", all_checked, timeout=300, interval=3)
+    assert all(s == "success" for s in runs.values()), runs
+    assert sorted(checked) == sorted(models), "a model was checked twice or an unknown one was"
+
+
+def test_worker_killed_right_after_create_retry_adopts_the_job(deployment):
+    """SIGKILL the Celery worker running a create right after the service accepted it: the task's
+    retry (on either worker) adopts the job by name; the service sees exactly one job."""
+    dag_id = "deployment_worker_kill"
+    emulator = deployment.emulator
+    run_id = deployment.trigger(dag_id)
+    prefix = f"{dag_id}.create_job.{run_id}"
+    deployment.wait_for("the create to be accepted", lambda: _jobs_named(emulator, prefix), timeout=180, interval=0.1)
+    holder = deployment.wait_for(
+        "the task's worker", lambda: deployment.run_state(dag_id, run_id).tasks[("create_job", -1)].hostname, 30
+    )
+    assert holder in ("worker-1", "worker-2"), holder
+    deployment.kill(holder)
+    try:
+        result = deployment.wait_for_run(dag_id, run_id, timeout=300)
+    finally:
+        deployment.restart(holder)
+    task = result.tasks[("create_job", -1)]
+    assert result.state == "success" and task.state == "success", result
+    assert task.try_number == 2, f"expected the retry to finish the task: {task}"
+    jobs = _jobs_named(emulator, prefix)
+    assert len(jobs) == 1, f"the retry created another job: {jobs}"
+    assert deployment.xcom(dag_id, run_id, "create_job", "job_id") == jobs[0]["job_id"]
+
+
+def test_triggerer_killed_mid_wait_other_triggerer_takes_over(deployment):
+    """Eight deferred waits; SIGKILL the triggerer holding most of them: the other triggerer picks
+    the triggers up, every wait ends in success on its first try (no wait lost, none resumed twice)."""
+    emulator = deployment.emulator
+    jobs = [
+        emulator.jobs.create(name=f"deployment-triggerer-kill-{i}", waiting_seconds=4, processing_seconds=90)
+        for i in range(8)
+    ]
+    run_id = deployment.trigger("deployment_waits", {"job_ids": [j["job_id"] for j in jobs]})
+
+    def held_by():
+        rows = deployment.query(
+            "SELECT j.hostname, count(*) FROM task_instance ti JOIN trigger t ON ti.trigger_id = t.id "
+            "JOIN job j ON t.triggerer_id = j.id WHERE ti.dag_id = 'deployment_waits' AND ti.run_id = %s "
+            "AND ti.state = 'deferred' GROUP BY j.hostname",
+            run_id,
+        )
+        return dict(rows) if sum(n for _, n in rows) == len(jobs) else None
+
+    holders = deployment.wait_for("all eight waits deferred on a triggerer", held_by, timeout=180)
+    victim = max(holders, key=holders.get)
+    survivor = {"triggerer-1": "triggerer-2", "triggerer-2": "triggerer-1"}[victim]
+    deployment.kill(victim)
+    try:
+        moved = deployment.wait_for(
+            f"{survivor} to take over the triggers of {victim}",
+            lambda: (h := held_by()) and set(h) == {survivor} and h,
+            timeout=60,
+        )
+        assert moved == {survivor: len(jobs)}
+        result = deployment.wait_for_run("deployment_waits", run_id, timeout=300)
+    finally:
+        deployment.restart(victim)
+    waits = {k: v for k, v in result.tasks.items() if k[0] == "wait"}
+    assert result.state == "success" and len(waits) == len(jobs), result
+    assert all(v.state == "success" and v.try_number == 1 for v in waits.values()), waits
+    for i, job in enumerate(jobs):
+        assert deployment.xcom("deployment_waits", run_id, "wait", map_index=i)["job_id"] == job["job_id"]
+
+
+def test_scheduler_killed_run_completes(deployment):
+    """SIGKILL one scheduler while the example DAG runs: the other finishes the run. The run's
+    deferrable sensor also gives the UI test a finished task with the MetaStudio Model link."""
+    run_id = deployment.trigger(EXAMPLE, {"model_name": f"deployment_example_{int(time.time())}"})
+    deployment.wait_for(
+        "the example's create task to start",
+        lambda: deployment.run_state(EXAMPLE, run_id).tasks.get(("create_job", -1), None),
+        timeout=120,
+    )
+    deployment.kill("scheduler-1")
+    try:
+        result = deployment.wait_for_run(EXAMPLE, run_id, timeout=300)
+    finally:
+        deployment.restart("scheduler-1")
+    assert result.state == "success" and not result.not_successful(), result
+    assert deployment.xcom(EXAMPLE, run_id, "wait_for_model")["state"] == "SUCCEED"
+
+
+def test_deferral_race_on_this_stack(deployment):
+    """Jobs end within seconds of their task's deferral (the emulator's clock jumps as soon as a
+    task defers): the window of apache/airflow#66374 and #72716. With retries, as the README
+    advises, every task succeeds and the service sees one job per task; the tries the race cost
+    (and the scheduler's "state mismatch" lines) are recorded in race.json and printed."""
+    dag_id = "deployment_quick_fire"
+    emulator = deployment.emulator
+    scheduler_logs = [deployment.log_dir / f"scheduler-{i}.log" for i in (1, 2)]
+    before = sum(len(STATE_MISMATCH.findall(p.read_text(errors="replace"))) for p in scheduler_logs)
+    run_id = deployment.trigger(dag_id)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 300
+    result = deployment.run_state(dag_id, run_id)
+    while time.monotonic() < deadline and result.state not in ("success", "failed"):
+        deferred = {i for (t, i), s in result.tasks.items() if t == "create_job" and s.state == "deferred"}
+        if deferred - seen:
+            emulator.clock.advance(120)  # every job created so far ends now
+            seen |= deferred
+        time.sleep(0.3)
+        result = deployment.run_state(dag_id, run_id)
+    creates = {i: s for (t, i), s in result.tasks.items() if t == "create_job"}
+    mismatches = [
+        m.groups() for p in scheduler_logs for m in STATE_MISMATCH.finditer(p.read_text(errors="replace"))
+    ][before:]
+    report = {
+        "tasks": len(creates),
+        "deferred_then_fired_at_once": len(seen),
+        "retried_tasks": sorted(i for i, s in creates.items() if s.try_number > 1),
+        "scheduler_state_mismatch_lines": mismatches,
+    }
+    (deployment.output_dir / "race.json").write_text(json.dumps(report, indent=2))
+    print(f"\ndeferral race on this stack: {report}")
+    assert result.state == "success" and len(creates) == 20, result
+    assert all(s.state == "success" for s in creates.values()), creates
+    assert len(seen) >= 10, f"too few tasks deferred before their job ended: {report}"
+    jobs = _jobs_named(emulator, f"{dag_id}.create_job.{run_id}.")
+    assert len(jobs) == 20, f"one job per task expected, even for retried tasks: {[j['name'] for j in jobs]}"

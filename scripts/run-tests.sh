@@ -18,6 +18,10 @@ SDK_VERSIONS=${SDK_VERSIONS:-"3.0.6"}
 # side by side: the newest Airflow (which also runs the full-stack test) in one, the other lines one
 # after the other in the second. Three suites at once pushed a 2-core machine's load past 30.
 PARALLEL=${PARALLEL:-1}
+# The production-shaped deployment test (scripts/run-deployment.sh: PostgreSQL, Celery, eight Airflow
+# processes) runs on the newest line, in its lane after that line's pytest: the other lane (2.11.2
+# then 3.0.6) is the longer one, so this lengthens the whole run least. DEPLOYMENT=0 leaves it out.
+DEPLOYMENT=${DEPLOYMENT:-1}
 failed=()
 newest=${AIRFLOW_VERSIONS##* }
 LINT_VENV=".venv-tests/airflow-$newest"
@@ -28,6 +32,7 @@ for version in $AIRFLOW_VERSIONS; do  # installs one at a time: they share uv's 
     extras=test,lint
     [[ " $OPENLINEAGE_VERSIONS " == *" $version "* ]] && extras=$extras,openlineage
     [[ " $SDK_VERSIONS " == *" $version "* ]] && extras=$extras,sdk-conformance
+    [ "$DEPLOYMENT" = 1 ] && [ "$version" = "$newest" ] && extras=$extras,deployment
     ensure_venv ".venv-tests/airflow-$version" "$version" "$extras"
 done
 
@@ -66,6 +71,12 @@ run_lane() {  # the given versions one after the other; each leaves its output a
         rc=0
         run_suite "$version" >"$logs/$version.log" 2>&1 || rc=$?
         echo "$rc" >"$logs/$version.rc"
+        if [ "$DEPLOYMENT" = 1 ] && [ "$version" = "$newest" ]; then
+            echo "==> Airflow $version: deployment test" >&2
+            rc=0
+            AIRFLOW_VERSION=$version scripts/run-deployment.sh >"$logs/deployment.log" 2>&1 || rc=$?
+            echo "$rc" >"$logs/deployment.rc"
+        fi
     done
 }
 
@@ -87,6 +98,12 @@ for version in $AIRFLOW_VERSIONS; do
     cat "$logs/$version.log"
     [ "$rc" = 0 ] || failed+=("pytest on Airflow $version")
 done
+if [ "$DEPLOYMENT" = 1 ]; then
+    rc=$(cat "$logs/deployment.rc" 2>/dev/null || echo 1)
+    echo "==> Airflow $newest: deployment test output (exit $rc)" >&2
+    cat "$logs/deployment.log" 2>/dev/null || true
+    [ "$rc" = 0 ] || failed+=("deployment test on Airflow $newest")
+fi
 rm -rf "$logs"
 
 echo "==> lint and typing ($LINT_VENV)" >&2

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+from airflow.sdk import DAG, Asset, task
+
 from airflow_provider_metastudio.asset_events import asset_uri
 from airflow_provider_metastudio.operators.picture_modeling import MetaStudioCreatePictureModelingJobOperator
 from airflow_provider_metastudio.sensors.model_asset import MetaStudioModelAssetSensor
-
-from airflow.sdk import DAG, Asset, task
 
 MODEL_LIBRARY = Asset(asset_uri(os.environ.get("METASTUDIO_PROJECT_ID", "5f0e6b3a9c1d4e7f8a2b3c4d5e6f7a8b")))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow_provider_metastudio.operators.picture_modeling import MetaStudioCreatePictureModelingJobOperator
-
 from airflow.sdk import DAG, task
+
+from airflow_provider_metastudio.operators.picture_modeling import MetaStudioCreatePictureModelingJobOperator
 
 with DAG(
     dag_id="deployment_quick_fire",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
-
 from airflow.sdk import DAG, task
+
+from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
 
 with DAG(
     dag_id="deployment_waits",

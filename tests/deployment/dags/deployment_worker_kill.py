@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow_provider_metastudio.operators.picture_modeling import MetaStudioCreatePictureModelingJobOperator
-
 from airflow.sdk import DAG
+
+from airflow_provider_metastudio.operators.picture_modeling import MetaStudioCreatePictureModelingJobOperator
 
 with DAG(
     dag_id="deployment_worker_kill",

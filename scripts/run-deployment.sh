@@ -35,6 +35,11 @@ home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 echo "==> deployment test: pytest tests/deployment (output in $out)" >&2
 # The venv's pytest script, not `python -m pytest`: the suite must import the installed wheel.
+rc=0
 AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_EXPECT_INSTALLED=1 \
     METASTUDIO_DEPLOYMENT=1 METASTUDIO_DEPLOYMENT_OUTPUT="$out" \
-    "$VENV/bin/pytest" -p no:cacheprovider -v --durations=0 tests/deployment "$@"
+    "$VENV/bin/pytest" -p no:cacheprovider -v --durations=0 tests/deployment "$@" || rc=$?
+for finding in race metrics asset-events; do  # what the scenarios measured, also on success
+    [ -f "$out/$finding.json" ] && echo "==> $finding.json: $(tr -d '\n' <"$out/$finding.json")" >&2
+done
+exit $rc

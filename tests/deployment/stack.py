@@ -138,7 +138,7 @@ class Deployment:
             AIRFLOW__CORE__PARALLELISM="32",
             AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="64",
             # 40 asset events in a minute start many consumer runs. At the default cap (16) events
-            # queued meanwhile waited for a later event (apache/airflow#56050): 8 of 40 never ran.
+            # queued meanwhile waited for a later event (apache/airflow#56050): 8 of 40 reached no run.
             AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG="64",
             AIRFLOW__CORE__DAGS_FOLDER=str(dags),
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",

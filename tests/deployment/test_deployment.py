@@ -126,7 +126,7 @@ def test_forty_mapped_models_through_assets_and_consumer(deployment):
     # Airflow 3.3.2 rebuilds a run's events from a time window over its queue (what
     # apache/airflow#70972 replaces on main with queue rows that reference their event): 40 events
     # from two workers within seconds, and one committed while a run was being created reached no
-    # run in 2 of 3 runs here (1 of 40 each). Not the provider's: its 40 events are all recorded
+    # run in each of 3 runs here (1 of 40). Not the provider's: its 40 events are all recorded
     # (above). Recorded in asset-events.json; more than a few would be a new failure.
     lost = [(e[1]["model_asset_id"], e[2]) for e in events if e[1]["model_asset_id"] not in received]
     (deployment.output_dir / "asset-events.json").write_text(

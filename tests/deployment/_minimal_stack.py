@@ -71,7 +71,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinimalStac
                 except requests.ConnectionError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"api-server not up on {api_url}: {(root / 'api-server.log').read_text()}")
+                    raise TimeoutError(
+                        f"api-server not up on {api_url}: {(root / 'api-server.log').read_text()}"
+                    )
                 time.sleep(1)
             yield MinimalStack(api_url, env, emulator, root / "output")
         finally:

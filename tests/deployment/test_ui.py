@@ -225,6 +225,7 @@ def test_add_metastudio_connection_through_the_form(stack, browser, conn_id):
     browser.shot("tested")
     assert "Test Connection Successful" in toast.text, toast.text
     assert f"project {emulator_conn['extra']['project_id']}" in toast.text, toast.text
+    assert emulator_conn["password"] not in driver.page_source, "the SK is in the page"
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
 
 

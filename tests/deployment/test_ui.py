@@ -71,10 +71,12 @@ def _field(browser: Browser, label: str, where: str) -> Any:
 
 
 def _input(group: Any) -> Any:
+    """The one visible input of a form field."""
     from selenium.webdriver.common.by import By
 
-    (element,) = group.find_elements(By.CSS_SELECTOR, "input:not([type=hidden]), textarea")
-    return element
+    found = group.find_elements(By.CSS_SELECTOR, "input:not([type=hidden]), textarea")
+    assert len(found) == 1, f"{len(found)} inputs in the field {group.text.splitlines()[:1]}"
+    return found[0]
 
 
 def _button(browser: Browser, text: str, where: str, scope: str = "//div[@role='dialog']") -> Any:
@@ -118,7 +120,6 @@ def conn_id(stack: Any) -> Iterator[str]:
 
 def test_add_metastudio_connection_through_the_form(stack, browser, conn_id):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     emulator_conn = json.loads(stack.emulator.connection_json())
     behaviour = MetaStudioHook.get_ui_field_behaviour()
@@ -226,7 +227,6 @@ def test_add_metastudio_connection_through_the_form(stack, browser, conn_id):
     assert "Test Connection Successful" in toast.text, toast.text
     assert f"project {emulator_conn['extra']['project_id']}" in toast.text, toast.text
     assert emulator_conn["password"] not in driver.page_source, "the SK is in the page"
-    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
 
 
 def _finished_sensor_run(stack: Any, output_dir: Path) -> str:

@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -256,6 +257,9 @@ def test_sensor_extra_link_points_at_the_console(stack, browser):
     ti = f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
     sensor = _api(stack, "GET", f"{ti}/{SENSOR_TASK_ID}").json()
     assert sensor["operator"] == "MetaStudioPictureModelingJobSensor", sensor["operator"]
+    # It deferred: a task resumed by its trigger is queued again after it started.
+    started, queued = (datetime.fromisoformat(sensor[k].replace("Z", "+00:00")) for k in ("start_date", "queued_when"))
+    assert queued > started, (started, queued)
     # The expected URL from the emulator's own record of the job the run created.
     job_id = _api(stack, "GET", f"{ti}/create_job/xcomEntries/job_id").json()["value"]
     conn = json.loads(stack.emulator.connection_json())

@@ -230,6 +230,10 @@ def test_add_metastudio_connection_through_the_form(stack, browser, conn_id):
     assert emulator_conn["password"] not in driver.page_source, "the SK is in the page"
 
 
+def _utc(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))  # Python 3.10 reads no "Z"
+
+
 def _finished_sensor_run(stack: Any, output_dir: Path) -> str:
     """Trigger the example DAG over the REST API; the run id once it succeeded."""
     deadline = time.monotonic() + 300
@@ -258,7 +262,7 @@ def test_sensor_extra_link_points_at_the_console(stack, browser):
     sensor = _api(stack, "GET", f"{ti}/{SENSOR_TASK_ID}").json()
     assert sensor["operator"] == "MetaStudioPictureModelingJobSensor", sensor["operator"]
     # It deferred: a task resumed by its trigger is queued again after it started.
-    started, queued = (datetime.fromisoformat(sensor[k].replace("Z", "+00:00")) for k in ("start_date", "queued_when"))
+    started, queued = (_utc(sensor[k]) for k in ("start_date", "queued_when"))
     assert queued > started, (started, queued)
     # The expected URL from the emulator's own record of the job the run created.
     job_id = _api(stack, "GET", f"{ti}/create_job/xcomEntries/job_id").json()["value"]

@@ -2,7 +2,8 @@
 # The production-shaped deployment test (tests/deployment): Airflow on PostgreSQL with the
 # CeleryExecutor (Redis broker), two workers, two schedulers, two triggerers, a DAG processor and
 # the api-server, all real processes on 127.0.0.1, against the MetaStudio emulator, with StatsD
-# metrics. Installs PostgreSQL and Redis from Debian packages when missing (as root).
+# metrics, and the UI in headless Chromium. Installs PostgreSQL, Redis, Chromium and its driver from
+# Debian packages when missing (as root).
 #   scripts/run-deployment.sh                 # every scenario
 #   scripts/run-deployment.sh -k worker       # extra arguments go to pytest
 # Component logs and AIRFLOW_HOME stay in .deployment-output/ (METASTUDIO_DEPLOYMENT_OUTPUT).
@@ -15,6 +16,9 @@ VENV=${DEPLOYMENT_VENV:-.venv-tests/airflow-$AIRFLOW_VERSION}
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || missing+=(redis-server)
+# The browser test (tests/deployment/test_ui.py) drives Debian's Chromium through its chromedriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "==> deployment test: installing ${missing[*]} (Debian packages)" >&2

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from testsupport.virtual_time import on_virtual_clock
 
+from airflow_provider_metastudio import tenant
 from airflow_provider_metastudio.api import JobPage, base_url, show_call
 from airflow_provider_metastudio.config import MetaStudioConnectionConfig
 from airflow_provider_metastudio.exceptions import (
@@ -34,8 +35,8 @@ from airflow_provider_metastudio.exceptions import (
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import PictureModelingJob
-from airflow_provider_metastudio.triggers import poller as poller_module
-from airflow_provider_metastudio.triggers.poller import Observation, TenantPoller, Watch, tenant_key
+from airflow_provider_metastudio.tenant import Observation, TenantPoller, Watch, connections, tenant_key
+from airflow_provider_metastudio.tenant._core import POLLER_RETRY_LIMIT
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 CONFIG = MetaStudioConnectionConfig(
@@ -156,7 +157,7 @@ async def test_an_outage_of_every_call_ends_no_wait_and_is_logged_once(caplog):
             service.finish(f"job-{i}", at=i)
         return await asyncio.gather(*(outcome(w) for w in watches))
 
-    with caplog.at_level(logging.INFO, logger=poller_module.__name__):
+    with caplog.at_level(logging.INFO, logger=tenant.__name__):
         results = await run(poller, scenario())
     for final, notices in results:
         assert final.error is None and final.job is not None and final.job.state == "SUCCEED"
@@ -251,9 +252,7 @@ async def test_the_finished_scan_reads_what_is_new_not_the_history():
         rounds = poller.rounds
         while poller.rounds < rounds + 10:
             await asyncio.sleep(1)
-        finished_pages = sum(
-            1 for c in service.calls[before:] if c == ("list", tuple(poller_module.TERMINAL))
-        )
+        finished_pages = sum(1 for c in service.calls[before:] if c == ("list", tuple(tenant.TERMINAL)))
         service.finish("watched", at=1000)
         final, _ = await outcome(w)
         return finished_pages, poller.rounds - rounds, final
@@ -266,8 +265,8 @@ async def test_the_finished_scan_reads_what_is_new_not_the_history():
 def test_the_state_filters_name_exactly_the_terminal_and_the_running_states():
     from airflow_provider_metastudio.models import JobState
 
-    assert sorted(poller_module.TERMINAL) == sorted(s.value for s in JobState if JobState.is_terminal(s))
-    assert poller_module.RUNNING == ("WAITING", "PROCESSING")
+    assert sorted(tenant.TERMINAL) == sorted(s.value for s in JobState if JobState.is_terminal(s))
+    assert tenant.RUNNING == ("WAITING", "PROCESSING")
 
 
 # Builds the finished scan's list request through the hook (requests_mock: no network) and prints
@@ -275,7 +274,7 @@ def test_the_state_filters_name_exactly_the_terminal_and_the_running_states():
 _PRINT_LIST_URL = """
 import requests_mock
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.triggers.poller import TERMINAL
+from airflow_provider_metastudio.tenant import TERMINAL
 with requests_mock.Mocker() as m:
     m.get(requests_mock.ANY, json={"count": 0, "picture_modeling_jobs": []})
     hook = MetaStudioHook()
@@ -320,7 +319,7 @@ async def test_refused_authentication_ends_the_waits_only_after_the_patience(mon
     async def same_config(conn_id):
         return FakeHook(service, CONFIG)
 
-    monkeypatch.setattr(poller_module, "_lookup_hook", same_config)
+    monkeypatch.setattr(connections, "_lookup_hook", same_config)
     poller = new_poller(service)
     watches = [poller.watch("a", INTERVAL), poller.watch("b", INTERVAL)]
 
@@ -353,7 +352,7 @@ async def test_a_connection_fixed_meanwhile_is_picked_up(monkeypatch):
         lookups.append(conn_id)
         return FakeHook(working, fixed)
 
-    monkeypatch.setattr(poller_module, "_lookup_hook", lookup)
+    monkeypatch.setattr(connections, "_lookup_hook", lookup)
     poller = new_poller(service)
     w = poller.watch("a", INTERVAL)
     loop = asyncio.get_running_loop()
@@ -391,8 +390,8 @@ async def test_connections_differing_only_in_app_user_id_get_their_own_poller_an
         return self.config
 
     monkeypatch.setattr(MetaStudioHook, "aget_config", aget_config)
-    one = await poller_module.acquire("one")
-    two = await poller_module.acquire("two")
+    one = await tenant.acquire("one")
+    two = await tenant.acquire("two")
     try:
         assert one is not two
         call = show_call(base_url(CONFIG.endpoint, CONFIG.project_id), "job-1")
@@ -400,11 +399,11 @@ async def test_connections_differing_only_in_app_user_id_get_their_own_poller_an
         assert two.hook.transport.headers(call, None)["X-App-UserId"] == "user-2"
         # The poller owns a hook of its own, which retries little and logs retries at DEBUG.
         assert isinstance(one.hook, MetaStudioHook)
-        assert one.hook.retry_limit == poller_module.POLLER_RETRY_LIMIT
+        assert one.hook.retry_limit == POLLER_RETRY_LIMIT
         assert one.hook.retry_log_level == logging.DEBUG
     finally:
-        await poller_module.release(one)
-        await poller_module.release(two)
+        await tenant.release(one)
+        await tenant.release(two)
 
 
 @on_virtual_clock

@@ -126,7 +126,6 @@ class FinishedStream(SafetyNet):
                 await asyncio.sleep(self._backoff(failures))
                 continue
             failures = 0
-            self._recovered("list")
 
     def _list_due(self) -> float:
         due = min(
@@ -150,9 +149,13 @@ class FinishedStream(SafetyNet):
 
     async def _list(self, states: tuple[str, ...], offset: int, sort_key: str) -> JobPage:
         self.list_calls += 1
-        return await self.hook.alist_picture_modeling_jobs_page(
+        page = await self.hook.alist_picture_modeling_jobs_page(
             offset=offset, limit=MAX_PAGE_SIZE, states=states, sort_key=sort_key, sort_dir="desc"
         )
+        # Said before the jobs of this answer are handed out, so a wait or a subscriber hears that
+        # the outage ended before it hears what the first answer after it showed.
+        self._recovered("list")
+        return page
 
     async def _finished_scan(self) -> int:
         """Read the finished jobs that are new since the last scan (and, for new subscriptions, back

@@ -15,6 +15,7 @@ from typing import Any
 
 import tenacity
 
+from airflow_provider_metastudio import metrics
 from airflow_provider_metastudio.api import ApiCall
 from airflow_provider_metastudio.auth import TokenAuth
 from airflow_provider_metastudio.exceptions import (
@@ -118,6 +119,7 @@ def retrying_kwargs(
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        metrics.incr("api.retries", call=call.name)
         # The most attempts if failures of this kind go on (429s and others have own limits).
         if isinstance(exc, MetaStudioThrottledError):
             most = policy.throttle_retry_limit + state.attempt_number - throttled + 1

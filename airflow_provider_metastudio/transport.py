@@ -30,7 +30,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 import tenacity
 
-from airflow_provider_metastudio import __version__, logfilter
+from airflow_provider_metastudio import __version__, logfilter, metrics
 from airflow_provider_metastudio._compat import amask_secret, mask_secret
 from airflow_provider_metastudio.api import (
     ApiCall,
@@ -107,6 +107,13 @@ def transport_error(call: ApiCall, exc: Exception) -> MetaStudioConnectionError:
     return MetaStudioConnectionError(
         f"MetaStudio {call.name} failed: {what} ({type(exc).__name__})", sent=sent, call=call.name
     )
+
+
+def count_call(name: str, status: int | str) -> None:
+    """Count one answer (or ``"error"``: no answer) of a call; 429s also on their own counter."""
+    metrics.incr("api.calls", call=name, status=status)
+    if status == 429:
+        metrics.incr("api.throttled", call=name)
 
 
 def port(parts: SplitResult) -> int:
@@ -378,8 +385,10 @@ class Transport:
                 timeout=self.config.timeout,
                 **self.environment(call.url),
             ) as resp:
+                count_call(call.name, resp.status_code)
                 yield resp
         except requests.RequestException as e:
+            count_call(call.name, "error")
             raise transport_error(call, e) from None
 
     # -- downloads of pre-signed URLs --------------------------------------------------------------
@@ -447,6 +456,7 @@ class Transport:
             async with self._async_client(call.url).stream(
                 call.method, call.url, content=call.body, headers=self.headers(call, token), auth=auth
             ) as resp:
+                count_call(call.name, resp.status_code)
                 body = bytearray()
                 async for chunk in resp.aiter_bytes():
                     body += chunk
@@ -454,6 +464,7 @@ class Transport:
                         raise _too_large(call, resp.status_code, resp.headers)
                 return parse_response(call.name, resp.status_code, resp.headers, bytes(body))
         except httpx.HTTPError as e:
+            count_call(call.name, "error")
             raise transport_error(call, e) from None
         finally:
             if limiter is not None:

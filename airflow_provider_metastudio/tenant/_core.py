@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from airflow_provider_metastudio import metrics
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import JobState, PictureModelingJob
 
@@ -125,6 +126,7 @@ class PollerState:
     backoff_base = 1.0
     backoff_max = 30.0
     auth_patience = 300.0  # seconds of refused authentication before the waits end
+    confirm_gives_way = True  # running-list confirmation pages stop while a finished scan is due
 
     def __init__(self, conn_id: str, hook: MetaStudioHook, key: tuple[str, ...]) -> None:
         self.conn_id = conn_id
@@ -160,6 +162,9 @@ class PollerState:
         for w in ws:
             w._put(Observation(job))
             w.done = True
+        if ws and job.end_time is not None:
+            # Server clock against local clock: a skew may make it negative, which means "at once".
+            metrics.timing("poller.detection_lag", max(time.time() - job.end_time.timestamp(), 0.0))
         return len(ws)
 
     def _end(self, job_id: str, exc: BaseException) -> None:

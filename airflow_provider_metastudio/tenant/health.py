@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from airflow_provider_metastudio import metrics
 from airflow_provider_metastudio.exceptions import MetaStudioAuthError, MetaStudioError
 from airflow_provider_metastudio.tenant import connections
 from airflow_provider_metastudio.tenant._core import Observation, PollerState, Trouble, log, now
@@ -61,6 +62,7 @@ class Health(PollerState):
         trouble = self._troubles.pop(call, None)
         if trouble is None:
             return
+        metrics.timing("poller.outage_seconds", now() - trouble.since, call=call)
         text = (
             f"MetaStudio {call} calls work again for project {self.project} after "
             f"{now() - trouble.since:.0f}s ({trouble.failures} failed rounds of retries)"

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from airflow_provider_metastudio import metrics
 from airflow_provider_metastudio.tenant._core import Observation, Watch, log, now
 from airflow_provider_metastudio.tenant.stream import FinishedStream, Subscription
 
@@ -81,6 +82,7 @@ class TenantPoller(FinishedStream):
         # Python 3.11's wait_for can swallow a cancellation that races its timeout; the loops also
         # stop on this flag, and close() never waits on them unbounded.
         self._closed = True
+        metrics.gauge("poller.watches", 0)
         self._list_wake.set()
         self._details_wake.set()
         for t in self._tasks:

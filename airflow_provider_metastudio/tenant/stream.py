@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from airflow_provider_metastudio import metrics
 from airflow_provider_metastudio.api import MAX_PAGE_SIZE, JobPage
 from airflow_provider_metastudio.models import PictureModelingJob
 from airflow_provider_metastudio.tenant._core import (
@@ -130,7 +131,8 @@ class FinishedStream(SafetyNet):
     def _list_due(self) -> float:
         due = min(
             [w.next_due for ws in self.watches.values() for w in ws]
-            + [s.next_due for s in self.subscriptions]
+            + [s.next_due for s in self.subscriptions],
+            default=float("inf"),
         )
         if self.busy:
             due = min(due, self._last_round + self.busy_interval)
@@ -138,6 +140,8 @@ class FinishedStream(SafetyNet):
 
     async def _list_round(self) -> None:
         self.rounds += 1
+        metrics.incr("poller.list_rounds")
+        metrics.gauge("poller.watches", sum(len(ws) for ws in self.watches.values()))
         started = self._last_round = now()
         for ws in self.watches.values():
             for w in ws:
@@ -224,6 +228,8 @@ class FinishedStream(SafetyNet):
         if self._confirm_offset == 0:
             self._confirm_batch = set(unconfirmed)  # what a full pass must account for
         for _ in range(CONFIRM_PAGES_PER_ROUND):
+            if self.confirm_gives_way and self._list_due() <= now():
+                return  # the stream first; the pass resumes at this offset next round
             count, jobs, _ = await self._list(RUNNING, self._confirm_offset, "create_time")
             t = now()
             for job in jobs:

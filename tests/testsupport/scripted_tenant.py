@@ -107,7 +107,10 @@ INTERVAL = 10.0  # a sensor's poll interval
 
 
 def new_poller(service: Service, list_rate: float | None = None) -> TenantPoller:
-    hook = FakeHook(service, list_rate=list_rate)
+    """A poller on the scripted tenant; with ``list_rate``, at the documented quotas (list paced at
+    that rate, the safety net at its share of 1 details call/s)."""
+    config = CONFIG if list_rate is None else replace(CONFIG, rate_limits={"show": 1.0, "list": list_rate})
+    hook = FakeHook(service, config, list_rate=list_rate)
     return TenantPoller("ms", hook, ("http://127.0.0.1:1", "p1"))  # type: ignore[arg-type]
 
 

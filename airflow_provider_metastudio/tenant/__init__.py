@@ -7,6 +7,7 @@ see :mod:`.poller`). Its rooms:
   :func:`release`, :func:`watch_job` (a wait for one job) and :func:`finished_jobs` (a subscription
   to the tenant's finished-job stream, for event watchers; its contract is in :mod:`.stream`).
 * :mod:`.connections` - the connection-lookup cache and :func:`tenant_key`.
+* :mod:`.creates` - the create queue of deferred creates by URL: :func:`create_by_url`.
 * :mod:`.health` - outage and authentication patience.
 * :mod:`.stream` - the list loop: the finished-job stream and the running-list confirmations.
 * :mod:`.safety_net` - the details loop, for what lists miss.
@@ -23,8 +24,15 @@ from airflow_provider_metastudio.tenant._core import (
     Watch,
 )
 from airflow_provider_metastudio.tenant.connections import tenant_key
+from airflow_provider_metastudio.tenant.creates import CreateOutcome, CreateRequest
 from airflow_provider_metastudio.tenant.poller import TenantPoller
-from airflow_provider_metastudio.tenant.registry import acquire, finished_jobs, release, watch_job
+from airflow_provider_metastudio.tenant.registry import (
+    acquire,
+    create_by_url,
+    finished_jobs,
+    release,
+    watch_job,
+)
 from airflow_provider_metastudio.tenant.stream import Subscription
 
 __all__ = [
@@ -32,11 +40,14 @@ __all__ = [
     "RUNNING",
     "TERMINAL",
     "MAX_SCAN_PAGES",
+    "CreateOutcome",
+    "CreateRequest",
     "Observation",
     "Subscription",
     "TenantPoller",
     "Watch",
     "acquire",
+    "create_by_url",
     "finished_jobs",
     "release",
     "tenant_key",

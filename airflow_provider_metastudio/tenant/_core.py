@@ -19,6 +19,7 @@ from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import JobState, PictureModelingJob
 
 if TYPE_CHECKING:
+    from airflow_provider_metastudio.tenant.creates import CreateQueue
     from airflow_provider_metastudio.tenant.poller import TenantPoller
     from airflow_provider_metastudio.tenant.stream import Subscription
 
@@ -149,6 +150,7 @@ class PollerState:
         self._last_round = 0.0  # monotonic: when the last list round began
         self._confirm_offset = 0  # where the running-list confirmation resumes
         self._confirm_batch: set[str] = set()  # what a full confirmation pass must account for
+        self._creates: CreateQueue | None = None  # started by the first deferred create
         self.refs = 0
 
     @property

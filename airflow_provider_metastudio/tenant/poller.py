@@ -18,11 +18,19 @@ from datetime import datetime
 
 from airflow_provider_metastudio import metrics
 from airflow_provider_metastudio.tenant._core import Observation, Watch, log, now
+from airflow_provider_metastudio.tenant.creates import CreateQueue
 from airflow_provider_metastudio.tenant.stream import FinishedStream, Subscription
 
 
 class TenantPoller(FinishedStream):
     """Watches jobs of one tenant in one event loop; see the package docstring for the contract."""
+
+    @property
+    def creates(self) -> CreateQueue:
+        """The tenant's create queue in this loop (see :mod:`.creates`)."""
+        if self._creates is None:
+            self._creates = CreateQueue(self)
+        return self._creates
 
     def watch(self, job_id: str, interval: float) -> Watch:
         """Start watching ``job_id``; observations arrive on the returned watch."""
@@ -90,6 +98,8 @@ class TenantPoller(FinishedStream):
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
+        if self._creates is not None:
+            await self._creates.close()
 
     async def _guard(self, loop_fn: Callable[[], Awaitable[None]]) -> None:
         # A bug in a loop must never leave triggers waiting on a dead poller: restart it, slowly.

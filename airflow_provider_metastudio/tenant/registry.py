@@ -14,6 +14,7 @@ from datetime import datetime
 
 from airflow_provider_metastudio.tenant import connections
 from airflow_provider_metastudio.tenant._core import Observation, Watch
+from airflow_provider_metastudio.tenant.creates import CreateOutcome, CreateRequest
 from airflow_provider_metastudio.tenant.poller import TenantPoller
 from airflow_provider_metastudio.tenant.stream import Subscription
 
@@ -90,5 +91,15 @@ async def finished_jobs(
             yield sub
         finally:
             poller.unsubscribe(sub)
+    finally:
+        await release(poller)
+
+
+async def create_by_url(conn_id: str, request: CreateRequest) -> CreateOutcome:
+    """Create (or adopt by name) the job of ``request`` through the tenant's create queue in this
+    loop: first come first served, at the create quota (see :mod:`.creates`)."""
+    poller = await acquire(conn_id)
+    try:
+        return await poller.creates.submit(request)
     finally:
         await release(poller)

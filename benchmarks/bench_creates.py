@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         per = r["throttled"] / max(r["creates"] - r["failed"], 1)
         lines.append(
             f"| {r['scenario']} | {r['creates']} ({r['failed']}) | {r['throttled']} | {per:.2f} | "
-            f"{r['jobs_per_name']} | {r['wall_s']:.0f} s / {r['floor_s']:.0f} s = {r['wall_over_floor']:.2f}x | "
+            f"{r['jobs_per_name']} | {r['wall_s']:.0f} s / {r['floor_s']:.0f} s = "
+            f"{r['wall_over_floor']:.2f}x | "
             f"{r['max_wait_s']:.0f} s, {r['max_wait_over_fair_share']:.2f}x | {r['max_creates_in_1s']} | "
             f"{r['load']} |"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ from airflow_provider_metastudio.exceptions import (
 from airflow_provider_metastudio.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
+
+# The wall clock a 429 deadline is compared with (``time.time()`` seconds); tests replace it.
+clock = time.time
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,20 @@ def is_retryable(call: ApiCall, exc: BaseException) -> bool:
 
 
 def retrying_kwargs(
-    call: ApiCall, policy: RetryPolicy, *, tokens: TokenAuth, limiter: RateLimiter | None
+    call: ApiCall,
+    policy: RetryPolicy,
+    *,
+    tokens: TokenAuth,
+    limiter: RateLimiter | None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """tenacity settings for one call, shared by the sync and async loops.
 
     :param tokens: the connection's token authentication, renewed once after a 401.
     :param limiter: the call's process-wide quota, held back by a ``Retry-After``.
+    :param deadline: ``time.time()`` by which the caller must be done (a task's own timeout). With
+        it, a 429 (the service did not take the request) is retried until the deadline instead of
+        ``throttle_retry_limit`` times: a throttled create waits its turn as long as its task may.
     """
     backoff = tenacity.wait_random_exponential(multiplier=policy.retry_delay, max=policy.retry_max_delay)
     refreshed = False
@@ -108,12 +120,18 @@ def retrying_kwargs(
             # collide again. Capped: a gateway answering "in an hour" must not hold a worker
             # slot for an hour.
             spread = min(policy.retry_delay * 2 ** (throttled - 1), policy.retry_max_delay)
-            return min(exc.retry_after + random.uniform(0.0, spread), policy.retry_max_delay)
-        return float(backoff(state))
+            delay = min(exc.retry_after + random.uniform(0.0, spread), policy.retry_max_delay)
+        else:
+            delay = float(backoff(state))
+        if isinstance(exc, MetaStudioThrottledError) and deadline is not None:
+            delay = min(delay, max(deadline - clock(), 0.0))  # the last try just before the deadline
+        return delay
 
     def stop(state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, MetaStudioThrottledError):
+            if deadline is not None:
+                return clock() >= deadline
             return throttled > policy.throttle_retry_limit
         return state.attempt_number - throttled > policy.retry_limit
 
@@ -121,6 +139,17 @@ def retrying_kwargs(
         exc = state.outcome.exception() if state.outcome else None
         metrics.incr("api.retries", call=call.name)
         # The most attempts if failures of this kind go on (429s and others have own limits).
+        if isinstance(exc, MetaStudioThrottledError) and deadline is not None:
+            log.log(
+                policy.log_level,
+                "%s; retrying in %.1fs (attempt %d; throttled calls are retried until the task's "
+                "deadline in %.0fs)",
+                exc,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.attempt_number + 1,
+                max(deadline - clock(), 0.0),
+            )
+            return
         if isinstance(exc, MetaStudioThrottledError):
             most = policy.throttle_retry_limit + state.attempt_number - throttled + 1
         else:

@@ -312,14 +312,16 @@ class Transport:
             return None
         return get_limiter(self.config.endpoint, self.config.project_id, call.name, rates[call.name])
 
-    def _retrying(self, call: ApiCall) -> dict[str, Any]:
-        return retrying_kwargs(call, self.retry, tokens=self.tokens, limiter=self.limiter(call))
+    def _retrying(self, call: ApiCall, deadline: float | None = None) -> dict[str, Any]:
+        return retrying_kwargs(
+            call, self.retry, tokens=self.tokens, limiter=self.limiter(call), deadline=deadline
+        )
 
     # -- the sync path ------------------------------------------------------------------------------
 
-    def request(self, call: ApiCall) -> ApiResponse:
-        """Send ``call`` with retries (sync transport)."""
-        for attempt in tenacity.Retrying(**self._retrying(call)):
+    def request(self, call: ApiCall, deadline: float | None = None) -> ApiResponse:
+        """Send ``call`` with retries (sync transport); 429s until ``deadline`` when given."""
+        for attempt in tenacity.Retrying(**self._retrying(call, deadline)):
             with attempt:
                 return self._send(call)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -429,9 +431,9 @@ class Transport:
 
     # -- the async path ---------------------------------------------------------------------------
 
-    async def arequest(self, call: ApiCall) -> ApiResponse:
-        """Send ``call`` with retries (async transport)."""
-        async for attempt in tenacity.AsyncRetrying(**self._retrying(call)):
+    async def arequest(self, call: ApiCall, deadline: float | None = None) -> ApiResponse:
+        """Send ``call`` with retries (async transport); 429s until ``deadline`` when given."""
+        async for attempt in tenacity.AsyncRetrying(**self._retrying(call, deadline)):
             with attempt:
                 return await self._asend(call)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -15,8 +15,10 @@ latency (emulated time the event arrived minus the job's emulated end), the work
 RSS added, and event-loop lag (how late a ticker's ``asyncio.sleep(0.01)`` wakes).
 
 Scenarios (``--scenario``): ``sweep`` (the default: N = 10 ... 10,000, time scale 60), ``burst``
-(1,000 jobs ending within 45 real seconds, 10 s interval, time scale 1) and ``outage`` (200 waits,
-60 real seconds of 503s on every call in the middle of the run).
+(1,000 jobs ending within 45 real seconds, 10 s interval, time scale 1), ``burst-at-once`` (1,000
+waits registered at once, their jobs ending 5-50 s after creation; the provider side by side with
+``confirm-first``, its running-list confirmations never giving way to a due finished scan) and
+``outage`` (200 waits, 60 real seconds of 503s on every call in the middle of the run).
 
 Run: ``.venv/bin/python benchmarks/bench_polling.py`` (``--quick`` for a smoke run).
 """
@@ -52,7 +54,9 @@ from _common import (
     write_results,
 )
 
-SCHEMES = ("naive", "provider")
+# confirm-first: the provider with its running-list confirmation pages never giving way to a due
+# finished scan (how it was before issue 21), for the burst-at-once before/after comparison.
+SCHEMES = ("naive", "confirm-first", "provider")
 TERMINAL = ("SUCCEED", "PARTIAL_SUCCEED", "FAILED", "CANCELED")
 DOCUMENTED_RATES = {"show": 1.0, "list": 1.0, "create": 1.0, "create_by_url": 2.0}
 
@@ -66,6 +70,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "interval": 10.0,
         "min_minutes": 0.5,  # jobs end 30-75 s after the first is created: a 45 s window
         "max_minutes": 1.25,
+        "tail_intervals": 6.0,
+        "max_seconds": 120.0,
+    },
+    "burst-at-once": {  # issue 21: 1,000 waits registered at once, jobs ending from the 5th second on
+        "n": "1000",
+        "schemes": "confirm-first,provider",
+        "time_scale": 1.0,
+        "interval": 10.0,
+        "min_minutes": 5 / 60,
+        "max_minutes": 50 / 60,
+        "ramp_intervals": 0.0,
         "tail_intervals": 6.0,
         "max_seconds": 120.0,
     },
@@ -186,7 +201,7 @@ async def _provider_wait(
 
 def _record_poller_stats(rec: Recorder) -> None:
     """Keep each shared poller's counters when it stops (the last wait of its tenant ended)."""
-    from airflow_provider_metastudio.triggers.poller import TenantPoller
+    from airflow_provider_metastudio.tenant import TenantPoller
 
     close = TenantPoller.close
 
@@ -225,6 +240,10 @@ async def _worker_main(
         coros = [_naive_wait(j, d, spec, client_kw, rec, deadline) for j, d in zip(ids, delays, strict=True)]
     else:
         _record_poller_stats(rec)
+        if spec["scheme"] == "confirm-first":
+            from airflow_provider_metastudio.tenant import TenantPoller
+
+            TenantPoller.confirm_gives_way = False
         coros = [_provider_wait(j, d, spec, rec, wall_deadline) for j, d in zip(ids, delays, strict=True)]
     stop = asyncio.Event()
     ticker = asyncio.create_task(rec.ticker(stop))
@@ -409,7 +428,7 @@ def run_one(scheme: str, n: int, args: argparse.Namespace, seed: int) -> dict[st
                 [e["emulated_time"], e["call"], e["status"], e["path"]]
                 for e in admin.call("GET", "/requests")["requests"]
             ]
-            if scheme == "provider"
+            if scheme != "naive"
             else []
         )
         admin.close()
@@ -419,7 +438,7 @@ def run_one(scheme: str, n: int, args: argparse.Namespace, seed: int) -> dict[st
     if args.scenario != "sweep":
         assert created_emu is not None
         row.update(scenario_summary(args, result, counters, ends, created_emu, outage, log_path))
-    if row["late"] or (args.scenario != "sweep" and scheme == "provider"):
+    if row["late"] or (args.scenario != "sweep" and scheme != "naive"):
         row["request_log"] = request_log
     return row
 
@@ -484,7 +503,7 @@ def scenario_summary(
         )
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     # The poller's own log lines (the triggers repeat each notice in their task's log).
-    own = [line for line in text.splitlines() if "triggers.poller]" in line]
+    own = [line for line in text.splitlines() if "metastudio.tenant]" in line]
     out["log_outage_started"] = sum(1 for line in own if "calls fail for project" in line)
     out["log_outage_ended"] = sum(1 for line in own if "calls work again for project" in line)
     return out
@@ -856,7 +875,7 @@ def chart_scenario(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot([x for x, _ in pts], [max(y, 0.05) for _, y in pts], ".", ms=3, alpha=0.6, label=label)
         if r.get("outage_s"):
             ax.axvspan(*r["outage_s"], color="red", alpha=0.08, label="outage (503)")
-    if rows[0].get("scenario") == "burst":
+    if str(rows[0].get("scenario")).startswith("burst"):
         target = rows[0]["interval"] + 2.0
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target p95: interval + 2 s = {target:g} s")
     ax.set_yscale("log")
@@ -875,13 +894,16 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(SCENARIOS),
         default="sweep",
         help="sweep: N = 10 ... 10,000 (default); burst: 1,000 jobs ending within 45 s, 10 s interval, "
-        "time scale 1; outage: 200 waits, 60 s of 503s on every call in the middle",
+        "time scale 1; burst-at-once: 1,000 waits registered at once, jobs ending 5-50 s, provider with and "
+        "without confirmation pages giving way; outage: 200 waits, 60 s of 503s on every call in the middle",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: N=10,100, short jobs")
     parser.add_argument(
         "--n", default="10,100,1000,10000", help="comma-separated N (default 10,100,1000,10000)"
     )
-    parser.add_argument("--schemes", default=",".join(SCHEMES), help="naive,provider")
+    parser.add_argument(
+        "--schemes", default="naive,provider", help="naive,provider (also: confirm-first, see SCHEMES)"
+    )
     parser.add_argument("--time-scale", type=float, default=60.0, help="emulated seconds per real second")
     parser.add_argument("--interval", type=float, default=60.0, help="poll interval, emulated seconds")
     parser.add_argument("--min-minutes", type=float, default=20.0, help="shortest job, emulated minutes")

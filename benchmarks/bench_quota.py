@@ -110,11 +110,14 @@ def run_processes(
     poll_interval: float = 10.0,
     timeout: float = 300.0,
     python: str = sys.executable,
+    script: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Start one child per job-id list, release them all in the same second, collect their results.
 
     :param mode: ``details`` (one details call) or ``triggers`` (a trigger per job in one loop).
     :param conn: the connection as a dict (``login``, ``password``, ``extra``).
+    :param script: the script whose ``--child`` runs the children (default this one); its child
+        spec has the list as ``job_ids`` and as ``names``.
     """
     tmp = Path(tempfile.mkdtemp(prefix="bench_quota_"))
     env = dict(os.environ, PYTHONPATH=str(REPO), AIRFLOW__CORE__LOAD_EXAMPLES="False")
@@ -127,6 +130,7 @@ def run_processes(
             "mode": mode,
             "conn": conn,
             "job_ids": ids,
+            "names": ids,
             "poll_interval": poll_interval,
             "timeout": timeout,
             "result_path": str(tmp / f"result-{i}.json"),
@@ -134,7 +138,7 @@ def run_processes(
         (tmp / f"spec-{i}.json").write_text(json.dumps(spec))
         log = open(tmp / f"child-{i}.log", "w")
         proc = subprocess.Popen(
-            [python, str(Path(__file__).resolve()), "--child", str(tmp / f"spec-{i}.json")],
+            [python, str((script or Path(__file__)).resolve()), "--child", str(tmp / f"spec-{i}.json")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

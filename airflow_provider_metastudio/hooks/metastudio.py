@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from airflow_provider_metastudio._compat import BaseHook, aget_connection, amask_secret, mask_secret
 from airflow_provider_metastudio.api import (
     MAX_PAGE_SIZE,
-    ApiCall,
+    ApiResponse,
     AssetPage,
     CreatedJob,
     Downloaded,
@@ -322,6 +322,7 @@ class MetaStudioHook(BaseHook):
         style_id: str,
         name: str,
         notify_url: str | None = None,
+        deadline: float | None = None,
     ) -> CreatedJob:
         """Create a job from a photo upload (multipart ``POST .../picture-modelings``).
 
@@ -329,13 +330,20 @@ class MetaStudioHook(BaseHook):
         :param style_id: e.g. ``system_male_001``.
         :param name: the model's name.
         :param notify_url: optional callback URL for the service.
+        :param deadline: ``time.time()`` until which a throttled (429) create keeps trying; None:
+            ``throttle_retry_limit`` tries.
         """
-        return self._create(
-            create_call(self._base, photo=photo, style_id=style_id, name=name, notify_url=notify_url)
-        )
+        call = create_call(self._base, photo=photo, style_id=style_id, name=name, notify_url=notify_url)
+        return self._created(self.transport.request(call, deadline))
 
     def create_picture_modeling_job_by_url(
-        self, *, picture_url: str, style_id: str, name: str, notify_url: str | None = None
+        self,
+        *,
+        picture_url: str,
+        style_id: str,
+        name: str,
+        notify_url: str | None = None,
+        deadline: float | None = None,
     ) -> CreatedJob:
         """Create a job from a photo URL (``POST .../picture-modelings-by-url``).
 
@@ -343,15 +351,30 @@ class MetaStudioHook(BaseHook):
         :param style_id: e.g. ``system_male_001``.
         :param name: the model's name.
         :param notify_url: optional callback URL for the service.
+        :param deadline: as for :meth:`create_picture_modeling_job`.
         """
-        return self._create(
-            create_by_url_call(
-                self._base, picture_url=picture_url, style_id=style_id, name=name, notify_url=notify_url
-            )
+        call = create_by_url_call(
+            self._base, picture_url=picture_url, style_id=style_id, name=name, notify_url=notify_url
         )
+        return self._created(self.transport.request(call, deadline))
 
-    def _create(self, call: ApiCall) -> CreatedJob:
-        resp = self.transport.request(call)
+    async def acreate_picture_modeling_job_by_url(
+        self,
+        *,
+        picture_url: str,
+        style_id: str,
+        name: str,
+        notify_url: str | None = None,
+        deadline: float | None = None,
+    ) -> CreatedJob:
+        """Async twin of :meth:`create_picture_modeling_job_by_url` (the tenant's create queue)."""
+        transport = await self._atransport()
+        call = create_by_url_call(
+            self._base, picture_url=picture_url, style_id=style_id, name=name, notify_url=notify_url
+        )
+        return self._created(await transport.arequest(call, deadline))
+
+    def _created(self, resp: ApiResponse) -> CreatedJob:
         created = parse_created(resp)
         log.info(
             "Created picture modeling job %s (model_asset_id=%s, X-Request-Id: %s)",

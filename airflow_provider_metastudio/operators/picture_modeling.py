@@ -6,13 +6,15 @@ import hashlib
 import os
 import time
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
 
 from airflow_provider_metastudio._compat import BaseOperator, conf, object_storage_path
+from airflow_provider_metastudio.api import base_url, create_by_url_call
 from airflow_provider_metastudio.asset_events import emit_outlet_events
 from airflow_provider_metastudio.exceptions import (
+    MetaStudioError,
     MetaStudioJobFailedError,
     MetaStudioValidationError,
     MetaStudioWaitTimeout,
@@ -26,6 +28,7 @@ from airflow_provider_metastudio.links.picture_modeling import (
 )
 from airflow_provider_metastudio.models import JobState, PictureModelingJob, redact_url
 from airflow_provider_metastudio.triggers.picture_modeling import (
+    MetaStudioCreatePictureModelingJobTrigger,
     MetaStudioPictureModelingJobTrigger,
     defer_timeout,
     is_stale_event,
@@ -304,11 +307,71 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
         name = self.name or default_job_name(context)
         started = time.time()
         earlier = self._earlier_job(context, name) if self.reuse_earlier_job and is_retry(context) else None
+        if earlier is None and self.deferrable and self.picture_url is not None:
+            self._defer_create(context, name, started)  # the triggerer creates at the tenant's pace
         if earlier is not None:
             job_id, asset_id = earlier.job_id, earlier.model_asset_id or ""
         else:
-            created = self._create(name)
+            created = self._create(name, self._deadline(started))
             job_id, asset_id = created.job_id, created.model_asset_id
+        return self._created(context, job_id, asset_id, earlier, started)
+
+    def execute_created(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any] | str:
+        """Resume after the triggerer created (or adopted) the job: push its ids, then wait."""
+        if is_stale_event(event, context):
+            self.log.warning("Airflow resumed this try with an earlier try's event; starting the try over")
+            return self.execute(context)
+        if not event or event.get("status") != "created":
+            resolve_event(event, MetaStudioWaitTimeout)  # raises: timeout, error, malformed
+            raise MetaStudioError(f"Unexpected create event: {event!r:.200}")
+        job_id, asset_id = str(event["job_id"]), str(event.get("model_asset_id") or "")
+        # An adopted job may have ended already: read it (a fresh cover URL, the real state).
+        earlier = self.hook.get_picture_modeling_job(job_id) if event.get("adopted_state") else None
+        return self._created(context, job_id, asset_id, earlier, float(event["wait_started"]))
+
+    def _defer_create(self, context: Any, name: str, started: float) -> None:
+        create_by_url_call(  # bad input fails here, in the task, naming the field
+            base_url(self.hook.config.endpoint, self.hook.config.project_id),
+            picture_url=str(self.picture_url),
+            style_id=self.style_id,
+            name=name,
+            notify_url=self.notify_url,
+        )
+        self.defer(
+            trigger=MetaStudioCreatePictureModelingJobTrigger(
+                picture_url=str(self.picture_url),
+                style_id=self.style_id,
+                name=name,
+                created_since=(datetime.now(timezone.utc) - CLOCK_SKEW_MARGIN).isoformat(),
+                end_time=self._deadline(started),
+                metastudio_conn_id=self.metastudio_conn_id,
+                notify_url=self.notify_url,
+                accept_partial_success=self.accept_partial_success,
+                wait_started=started,
+                timeout=self.timeout,
+                try_number=try_number_of(context),
+            ),
+            method_name="execute_created",
+            timeout=defer_timeout(self.timeout),
+        )
+
+    def _deadline(self, started: float) -> float | None:
+        """``time.time()`` by which this try must be done (its ``timeout``, its ``execution_timeout``):
+        a throttled create keeps trying until then."""
+        limits = [self.timeout] if self.timeout is not None else []
+        if self.execution_timeout is not None:
+            limits.append(self.execution_timeout.total_seconds())
+        return started + min(limits) if limits else None
+
+    def _created(
+        self,
+        context: Any,
+        job_id: str,
+        asset_id: str,
+        earlier: PictureModelingJob | None,
+        started: float,
+    ) -> dict[str, Any] | str:
+        """The job exists (created, or adopted by name): push its ids, then wait for it."""
         ti = context["ti"]
         ti.xcom_push(key="job_id", value=job_id)
         if asset_id:  # the contract promises it in the create answer; None is refused by Airflow 3.0
@@ -337,13 +400,17 @@ class MetaStudioCreatePictureModelingJobOperator(_PictureModelingJobOperator):
             return [path_dataset(os.fspath(self.photo))]
         return []
 
-    def _create(self, name: str) -> Any:
+    def _create(self, name: str, deadline: float | None) -> Any:
         if self.picture_url is not None:
             return self.hook.create_picture_modeling_job_by_url(
-                picture_url=self.picture_url, style_id=self.style_id, name=name, notify_url=self.notify_url
+                picture_url=self.picture_url,
+                style_id=self.style_id,
+                name=name,
+                notify_url=self.notify_url,
+                deadline=deadline,
             )
         return self.hook.create_picture_modeling_job(
-            photo=self.photo, style_id=self.style_id, name=name, notify_url=self.notify_url
+            photo=self.photo, style_id=self.style_id, name=name, notify_url=self.notify_url, deadline=deadline
         )
 
     def _earlier_job(self, context: Any, name: str) -> PictureModelingJob | None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_metastudio.exceptions import MetaStudioError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.models import PictureModelingJob
+from airflow_provider_metastudio.models import PictureModelingJob, redact_url
 from airflow_provider_metastudio.progress import JobProgress
-from airflow_provider_metastudio.triggers.poller import Watch, watch_job
+from airflow_provider_metastudio.tenant import CreateRequest, Watch, create_by_url, watch_job
 from airflow_provider_metastudio.validation import validate_job_id
 
 # The final status read at the deadline may take this long (the hook's retries included); Airflow's
@@ -126,7 +126,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
             yield event
 
     async def _events(self) -> AsyncIterator[TriggerEvent]:
-        # All triggers of a tenant in this event loop share one poller (see triggers/poller.py); it
+        # All triggers of a tenant in this event loop share one poller (see the tenant package); it
         # hands this trigger what it sees, and the trigger logs it here, in its own task's log.
         progress = self._progress()
         try:
@@ -189,6 +189,127 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
             "job_id": self.job_id,
             "last_state": progress.last_state,
             "message": progress.timeout_message(self.timeout) + note,
+        }
+
+
+class MetaStudioCreatePictureModelingJobTrigger(BaseTrigger):
+    """Create a picture-modeling job by URL in the triggerer, through the tenant's create queue
+    (first come first served, at the create quota; see ``tenant/creates.py``), then fire one event.
+
+    A job of the same ``name`` and style created since ``created_since`` that is running or
+    succeeded (an earlier run of this trigger: a triggerer restart, an HA copy) is adopted instead.
+    Events (``status``): ``created`` (``job_id``, ``model_asset_id``, ``adopted_state``: the state of
+    an adopted job or None, ``queued_seconds``, ``wait_started``), ``timeout`` (not created before
+    ``end_time``) or ``error`` (with status, code and request id). The task then pushes the ids and
+    defers again with :class:`MetaStudioPictureModelingJobTrigger` for the wait.
+
+    :param picture_url: http(s) URL of the photo (may be pre-signed: redacted in this trigger's repr).
+    :param created_since: ISO 8601 lower bound of the name lookup (the deferral, less a margin).
+    """
+
+    def __init__(
+        self,
+        picture_url: str,
+        style_id: str,
+        name: str,
+        created_since: str,
+        end_time: float | None = None,
+        metastudio_conn_id: str = MetaStudioHook.default_conn_name,
+        notify_url: str | None = None,
+        accept_partial_success: bool = True,
+        wait_started: float | None = None,
+        timeout: float | None = None,
+        try_number: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.picture_url = picture_url
+        self.style_id = style_id
+        self.name = name
+        self.created_since = created_since
+        self.end_time = None if end_time is None else float(end_time)
+        self.metastudio_conn_id = metastudio_conn_id
+        self.notify_url = notify_url
+        self.accept_partial_success = bool(accept_partial_success)
+        self.wait_started = time.time() if wait_started is None else float(wait_started)
+        self.timeout = None if timeout is None else float(timeout)
+        self.try_number = try_number
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "picture_url": self.picture_url,
+                "style_id": self.style_id,
+                "name": self.name,
+                "created_since": self.created_since,
+                "end_time": self.end_time,
+                "metastudio_conn_id": self.metastudio_conn_id,
+                "notify_url": self.notify_url,
+                "accept_partial_success": self.accept_partial_success,
+                "wait_started": self.wait_started,
+                "timeout": self.timeout,
+                "try_number": self.try_number,
+            },
+        )
+
+    def __repr__(self) -> str:
+        # Airflow logs a trigger's repr: a pre-signed photo URL's signature must not be in it.
+        classpath, kwargs = self.serialize()
+        kwargs["picture_url"] = redact_url(self.picture_url)
+        return self.repr(classpath, kwargs)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        event = await self._event()
+        if self.try_number is not None:
+            event["try_number"] = self.try_number
+        yield TriggerEvent(event)
+
+    async def _event(self) -> dict[str, Any]:
+        request = CreateRequest(
+            picture_url=self.picture_url,
+            style_id=self.style_id,
+            name=self.name,
+            created_since=datetime.fromisoformat(self.created_since),
+            notify_url=self.notify_url,
+            deadline=self.end_time,
+            accept_partial_success=self.accept_partial_success,
+        )
+        remaining = None if self.end_time is None else max(self.end_time - time.time(), 0.0)
+        try:
+            outcome = await asyncio.wait_for(create_by_url(self.metastudio_conn_id, request), remaining)
+        except asyncio.TimeoutError:
+            return {
+                "status": "timeout",
+                "message": f"Picture modeling job {self.name!r} was not created within the task's "
+                f"timeout ({self.timeout or 0:.0f}s): it waited its turn in the tenant's create queue",
+            }
+        except MetaStudioError as e:
+            return {"status": "error", **_error_fields(e)}
+        except Exception as e:  # any failure must still end the wait with an event
+            self.log.exception("Unexpected error while creating picture modeling job %r", self.name)
+            return {"status": "error", "message": f"{type(e).__name__}: {e}", "error_type": type(e).__name__}
+        adopted = outcome.adopted
+        if adopted is not None:
+            self.log.info(
+                "Adopting picture modeling job %s (%s) named %r: an earlier run of this trigger created it",
+                outcome.job_id,
+                adopted.state,
+                self.name,
+            )
+        else:
+            self.log.info(
+                "Created picture modeling job %s (model_asset_id=%s) after %.1fs in the create queue",
+                outcome.job_id,
+                outcome.model_asset_id,
+                outcome.queued_seconds,
+            )
+        return {
+            "status": "created",
+            "job_id": outcome.job_id,
+            "model_asset_id": outcome.model_asset_id,
+            "adopted_state": None if adopted is None else adopted.state,
+            "queued_seconds": outcome.queued_seconds,
+            "wait_started": self.wait_started,
         }
 
 

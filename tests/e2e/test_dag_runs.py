@@ -138,6 +138,11 @@ def test_create_operator_waits_and_copies_cover(deferrable, run_dag, metastudio_
     if AIRFLOW_V_3:  # Airflow 3 computes links on the worker and stores them in XCom
         assert x[("create", MetaStudioPictureModelingJobLink().xcom_key)] == expected_link
     assert metastudio_emulator.recorder.counters()["jobs_created"] == 1
+    calls = [r["call"] for r in metastudio_emulator.recorder.request_log()]
+    if deferrable:  # deferred before creating: the trigger's name lookup, then its create
+        assert calls.index("list") < calls.index("create_by_url"), calls
+    else:
+        assert calls[0] == "create_by_url", calls
 
 
 def test_extra_link_reads_xcom_through_ti_key(run_dag, e2e_dags, metastudio_emulator, tmp_path):

@@ -40,9 +40,9 @@ from airflow_provider_metastudio.operators.picture_modeling import (
     MetaStudioGetPictureModelingJobOperator,
 )
 from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
+from airflow_provider_metastudio.tenant import TenantPoller
 from airflow_provider_metastudio.testing import DEFAULT_PROJECT_ID, Credentials, MetaStudioEmulator
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
-from airflow_provider_metastudio.triggers.poller import TenantPoller
 
 try:  # Airflow >= 3.1: the Task SDK's masker, the one mask_secret feeds
     from airflow.sdk.log import redact
@@ -420,8 +420,18 @@ def _defer_create_operator(job_id: str) -> TaskDeferred:
         deferrable=True,
         timeout=60,
     )
+    context = {"ti": mock.Mock()}
+    with pytest.raises(TaskDeferred) as first:
+        op.execute(context)  # deferred before creating: the triggerer creates
+    create_trigger = first.value.trigger
+
+    async def created() -> dict:
+        return [e.payload async for e in create_trigger.run()][0]
+
+    event = asyncio.run(created())
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute({"ti": mock.Mock()})
+        op.execute_created(context, event)
+    deferred.value.create_trigger = create_trigger  # type: ignore[attr-defined]
     return deferred.value
 
 
@@ -449,6 +459,10 @@ def test_deferral_trigger_kwargs_hold_no_secret(who, auth_type, metastudio_emula
     assert seen.signatures or seen.tokens  # the deferral followed real, authenticated calls
     assert_no_secret("serialized trigger kwargs", json.dumps(kwargs), seen.secrets())
     assert_no_secret("the trigger's repr", repr(deferred.trigger), seen.secrets())
+    create_trigger = getattr(deferred, "create_trigger", None)
+    if create_trigger is not None:  # the create operator deferred twice: its create trigger too
+        assert_no_secret("create trigger kwargs", json.dumps(create_trigger.serialize()[1]), seen.secrets())
+        assert_no_secret("the create trigger's repr", repr(create_trigger), seen.secrets())
 
 
 # -- errors of refused authentication --------------------------------------------------------------------

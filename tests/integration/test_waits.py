@@ -6,6 +6,7 @@ Against the emulator over real HTTP; task contexts are mocks (the e2e tests run 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import Counter
@@ -31,7 +32,10 @@ from airflow_provider_metastudio.operators.picture_modeling import (
 )
 from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
 from airflow_provider_metastudio.testing import MetaStudioEmulator
-from airflow_provider_metastudio.triggers.picture_modeling import DEFER_TIMEOUT_MARGIN
+from airflow_provider_metastudio.triggers.picture_modeling import (
+    DEFER_TIMEOUT_MARGIN,
+    MetaStudioCreatePictureModelingJobTrigger,
+)
 from airflow_provider_metastudio.validation import MAX_NAME_LENGTH
 
 pytestmark = pytest.mark.metastudio_emulator(quotas_enabled=False, waiting_seconds=0, processing_seconds=3600)
@@ -131,9 +135,11 @@ def test_create_operator_defers_with_the_whole_wait(timeout, emu):
     with pytest.raises(TaskDeferred) as exc:
         op.execute(_context())
     trigger = exc.value.trigger
+    # By URL, deferrable: it defers before creating, and the whole wait starts now.
+    assert isinstance(trigger, MetaStudioCreatePictureModelingJobTrigger)
     assert before <= trigger.wait_started <= time.time()
     assert trigger.timeout == timeout
-    assert trigger.last_state is None and trigger.last_seen is None  # nothing read yet: it was just created
+    assert emu.recorder.count("create_by_url") == 0
     if timeout is None:
         assert trigger.end_time is None and exc.value.timeout is None
     else:
@@ -283,8 +289,14 @@ def test_blocking_create_pushes_each_key_once(emu):
 def test_deferred_create_pushes_each_key_once_across_defer_and_resume(emu):
     context = _context()
     op = _create_op(deferrable=True)
-    with pytest.raises(TaskDeferred):
+    with pytest.raises(TaskDeferred) as first:
         op.execute(context)
+
+    async def created() -> dict:
+        return [e.payload async for e in first.value.trigger.run()][0]
+
+    with pytest.raises(TaskDeferred):
+        op.execute_created(context, asyncio.run(created()))
     job_id = context["ti"].xcom_push.call_args_list[0].kwargs["value"]
     time.sleep(0.6)
     op.execute_complete(context, {"status": "success", "job_id": job_id, "job": {"job_id": job_id}})

@@ -244,3 +244,55 @@ def test_create_throttled_to_the_end_raises_throttled(requests_mock):
     with pytest.raises(MetaStudioThrottledError):
         _create_photo(make_hook(retry_limit=2))
     assert requests_mock.call_count == 3
+
+
+@pytest.fixture(name="wall")
+def wall_fixture(monkeypatch):
+    """A wall clock for 429 deadlines that moves only when the hook sleeps (never really sleeps)."""
+    now = [1_000_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(retry_module.time, "sleep", sleep)
+    monkeypatch.setattr(retry_module, "clock", lambda: now[0])
+    return now
+
+
+@pytest.mark.parametrize("create", [_create_photo, _create_by_url], ids=["photo", "by-url"])
+def test_a_throttled_create_keeps_trying_until_its_deadline_not_a_fixed_count(requests_mock, wall, create):
+    # A wave of 40 429s (Retry-After 5 s: over 200 s) is longer than the 12-try budget; with the
+    # task's deadline 15 minutes away the create waits its turn and is sent once it is taken.
+    url = CREATE_URL if create is _create_photo else CREATE_BY_URL_URL
+    throttled = error(429, "APIGW.0308", "throttled", headers={"Retry-After": "5"})
+    requests_mock.post(url, [throttled] * 40 + [ok(CREATED)])
+    hook = make_hook(retry_limit=2)
+    assert hook.throttle_retry_limit < 40
+    started = wall[0]
+    name = "m"
+    if create is _create_photo:
+        created = hook.create_picture_modeling_job(
+            photo=png_header(), style_id=STYLE_ID, name=name, deadline=started + 900
+        )
+    else:
+        created = hook.create_picture_modeling_job_by_url(
+            picture_url="https://cdn.example.com/a.png", style_id=STYLE_ID, name=name, deadline=started + 900
+        )
+    assert created.job_id
+    assert requests_mock.call_count == 41
+    assert 200 <= wall[0] - started < 900
+
+
+def test_a_throttled_create_stops_at_its_deadline_with_the_throttled_error(requests_mock, wall):
+    throttled = error(429, "APIGW.0308", "throttled", headers={"Retry-After": "5"})
+    requests_mock.post(CREATE_BY_URL_URL, **throttled)
+    hook = make_hook(retry_limit=2)
+    started = wall[0]
+    with pytest.raises(MetaStudioThrottledError) as exc:
+        hook.create_picture_modeling_job_by_url(
+            picture_url="https://cdn.example.com/a.png", style_id=STYLE_ID, name="m", deadline=started + 60
+        )
+    assert exc.value.status == 429 and exc.value.request_id
+    # Tried at the deadline itself, not beyond it: the last wait is cut to what was left.
+    assert wall[0] - started == pytest.approx(60.0)
+    assert 60 / 10 <= requests_mock.call_count <= 60 / 5 + 1

@@ -40,6 +40,7 @@ from airflow_provider_metastudio.operators.picture_modeling import (
 )
 from airflow_provider_metastudio.triggers.picture_modeling import (
     DEFER_TIMEOUT_MARGIN,
+    MetaStudioCreatePictureModelingJobTrigger,
     MetaStudioPictureModelingJobTrigger,
     job_event,
 )
@@ -162,6 +163,7 @@ def test_create_by_url_without_waiting_pushes_the_ids_and_console_url_once_and_r
         style_id=STYLE_ID,
         name="dag.create.manual__2026-12-01",  # unique per task run, so a retry can find it
         notify_url="https://hooks.example.com/n",
+        deadline=mock.ANY,  # the try's timeout: a throttled create keeps trying until then
     )
     hook.by_photo.assert_not_called()
     assert pushed(ctx) == {"job_id": JOB_ID, "model_asset_id": ASSET_ID, XCOM_CONSOLE_URL_KEY: CONSOLE_URL}
@@ -170,7 +172,9 @@ def test_create_by_url_without_waiting_pushes_the_ids_and_console_url_once_and_r
 def test_create_from_a_photo_uploads_it_under_the_given_name(hook):
     photo = png_header(8, 8)
     create(picture_url=None, photo=photo, name="my_model", wait_for_completion=False).execute(task_context())
-    hook.by_photo.assert_called_once_with(photo=photo, style_id=STYLE_ID, name="my_model", notify_url=None)
+    hook.by_photo.assert_called_once_with(
+        photo=photo, style_id=STYLE_ID, name="my_model", notify_url=None, deadline=mock.ANY
+    )
     hook.by_url.assert_not_called()
 
 
@@ -183,11 +187,20 @@ def test_first_try_never_looks_for_an_earlier_job(hook):
 # -- create: deferrable wait ----------------------------------------------------------------------------
 
 
-def test_deferrable_create_pushes_the_ids_before_it_defers_with_the_trigger_and_its_deadline(hook):
+def test_deferrable_upload_creates_in_the_worker_and_pushes_the_ids_before_it_defers(hook):
+    # Photo bytes never go into trigger kwargs: an upload is created in the worker, then deferred.
     ctx = task_context(try_number=4)
     before = time.time()
+    task = create(
+        picture_url=None,
+        photo=png_header(8, 8),
+        deferrable=True,
+        poll_interval=12,
+        timeout=900,
+        accept_partial_success=False,
+    )
     with pytest.raises(TaskDeferred) as exc:
-        create(deferrable=True, poll_interval=12, timeout=900, accept_partial_success=False).execute(ctx)
+        task.execute(ctx)
     after = time.time()
     assert pushed(ctx) == {"job_id": JOB_ID, "model_asset_id": ASSET_ID, XCOM_CONSOLE_URL_KEY: CONSOLE_URL}
     deferred = exc.value
@@ -221,11 +234,66 @@ def test_deferrable_create_without_a_timeout_waits_forever(hook):
     assert exc.value.trigger.serialize()[1]["end_time"] is None
 
 
-def test_deferred_create_pushes_every_key_once_across_defer_and_resume(hook):
+def created_event(try_number=1, adopted_state=None, wait_started=1_000.0):
+    return {
+        "status": "created",
+        "job_id": JOB_ID,
+        "model_asset_id": ASSET_ID,
+        "adopted_state": adopted_state,
+        "queued_seconds": 3.5,
+        "wait_started": wait_started,
+        "try_number": try_number,
+    }
+
+
+def test_deferrable_create_by_url_defers_before_creating_with_the_create_trigger(hook):
+    ctx = task_context(try_number=2)
+    signed = PICTURE_URL + "?X-Obs-Signature=s3cr3t"
+    before = time.time()
+    with pytest.raises(TaskDeferred) as exc:
+        create(
+            picture_url=signed, deferrable=True, timeout=900, notify_url="https://hooks.example.com/n"
+        ).execute(ctx)
+    hook.by_url.assert_not_called()  # the triggerer creates, at the tenant's pace
+    assert pushed(ctx) == {}  # nothing exists yet
+    deferred = exc.value
+    assert isinstance(deferred.trigger, MetaStudioCreatePictureModelingJobTrigger)
+    assert deferred.method_name == "execute_created"
+    assert deferred.timeout == timedelta(seconds=900 + DEFER_TIMEOUT_MARGIN)
+    kwargs = deferred.trigger.serialize()[1]
+    assert before <= kwargs["wait_started"] <= time.time()
+    assert kwargs["end_time"] == kwargs["wait_started"] + 900
+    assert (kwargs["name"], kwargs["style_id"], kwargs["try_number"]) == (
+        "dag.create.manual__2026-12-01",
+        STYLE_ID,
+        2,
+    )
+    since = datetime.fromisoformat(kwargs["created_since"])
+    assert timedelta(0) <= datetime.now(timezone.utc) - CLOCK_SKEW_MARGIN - since < timedelta(seconds=5)
+    assert AK not in repr(kwargs) and SK not in repr(kwargs)
+    assert "s3cr3t" not in repr(deferred.trigger)  # Airflow logs the repr: the signature is redacted
+
+
+def test_deferrable_create_by_url_refuses_bad_input_in_the_task_before_deferring(hook):
+    with pytest.raises(MetaStudioValidationError, match="picture_url"):
+        create(picture_url="ftp://photos.example.com/face.png", deferrable=True).execute(task_context())
+
+
+def test_deferred_create_pushes_every_key_once_across_both_deferrals_and_the_resume(hook):
     reads = patch_job_reads(job("SUCCEED"))
-    task, ctx = create(deferrable=True), task_context()
+    task, ctx = create(deferrable=True, timeout=600, poll_interval=7), task_context()
     with pytest.raises(TaskDeferred):
         task.execute(ctx)
+    with pytest.raises(TaskDeferred) as exc:
+        task.execute_created(ctx, created_event())
+    # The ids reach XCom as soon as the job exists; then the task waits as a worker-made job does.
+    assert pushed(ctx) == {"job_id": JOB_ID, "model_asset_id": ASSET_ID, XCOM_CONSOLE_URL_KEY: CONSOLE_URL}
+    assert isinstance(exc.value.trigger, MetaStudioPictureModelingJobTrigger)
+    kwargs = exc.value.trigger.serialize()[1]
+    assert (kwargs["job_id"], kwargs["wait_started"], kwargs["end_time"]) == (JOB_ID, 1_000.0, 1_600.0)
+    assert kwargs["poll_interval"] == 7.0
+    reads.assert_not_called()
+    hook.by_url.assert_not_called()
     result = task.execute_complete(ctx, success_event())
     reads.assert_called_once_with(JOB_ID)  # the event's cover URL is redacted: read a fresh one
     assert result == job().to_dict()
@@ -436,3 +504,38 @@ def test_get_resumes_from_a_success_event_with_a_fresh_read():
     assert get().execute_complete(ctx, success_event()) == job().to_dict()
     reads.assert_called_once_with(JOB_ID)
     assert pushed(ctx) == expected_done_xcoms()
+
+
+def test_a_create_event_of_an_adopted_finished_job_ends_the_task_without_another_wait(hook):
+    reads = patch_job_reads(job("SUCCEED"))
+    ctx = task_context()
+    result = create(deferrable=True).execute_created(ctx, created_event(adopted_state="SUCCEED"))
+    reads.assert_called_once_with(JOB_ID)
+    assert result == job().to_dict()
+    assert pushed(ctx) == expected_done_xcoms()
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"status": "timeout", "message": "not created within the task's timeout"}, MetaStudioWaitTimeout),
+        (
+            {"status": "error", "message": "HTTP 403", "status_code": 403, "request_id": "r-1"},
+            MetaStudioError,
+        ),
+        (None, MetaStudioError),
+    ],
+    ids=["timeout", "error", "none"],
+)
+def test_an_unsuccessful_create_event_fails_the_task(hook, event, error):
+    with pytest.raises(error):
+        create(deferrable=True).execute_created(task_context(), event)
+    hook.by_url.assert_not_called()
+
+
+def test_a_retry_resumed_with_an_earlier_trys_create_event_starts_over_and_adopts(hook):
+    hook.find.return_value = iter([job("PROCESSING")])
+    with pytest.raises(TaskDeferred) as exc:
+        create(deferrable=True).execute_created(retry_context(), created_event(try_number=1))
+    assert isinstance(exc.value.trigger, MetaStudioPictureModelingJobTrigger)
+    hook.by_url.assert_not_called()

@@ -10,13 +10,14 @@ import pytest
 from testsupport import BAD_JOB_IDS
 from testsupport.tasks import ASSET_ID, JOB_ID, asset, asset_file, context, pushed, use_connection
 
+from airflow_provider_metastudio.api import Downloaded
 from airflow_provider_metastudio.assets import AssetFile
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAssetFailedError,
     MetaStudioChecksumError,
     MetaStudioValidationError,
 )
-from airflow_provider_metastudio.hooks.metastudio import Downloaded, MetaStudioHook
+from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.operators.model_asset import MetaStudioDownloadModelAssetOperator, _file_name
 
 GLB = b"glTF\x02\x00\x00\x00 model bytes"

@@ -186,7 +186,7 @@ async def _provider_wait(
 
 def _record_poller_stats(rec: Recorder) -> None:
     """Keep each shared poller's counters when it stops (the last wait of its tenant ended)."""
-    from airflow_provider_metastudio.triggers.poller import TenantPoller
+    from airflow_provider_metastudio.tenant import TenantPoller
 
     close = TenantPoller.close
 
@@ -484,7 +484,7 @@ def scenario_summary(
         )
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     # The poller's own log lines (the triggers repeat each notice in their task's log).
-    own = [line for line in text.splitlines() if "triggers.poller]" in line]
+    own = [line for line in text.splitlines() if "metastudio.tenant]" in line]
     out["log_outage_started"] = sum(1 for line in own if "calls fail for project" in line)
     out["log_outage_ended"] = sum(1 for line in own if "calls work again for project" in line)
     return out

@@ -41,7 +41,7 @@ SCHEMES = {"shared lookup": 30.0, "lookup per trigger": 0.0}
 
 async def start_all(job_ids: list[str]) -> tuple[float, float]:
     """Start one trigger per job; return (CPU s, wall s) until every watch is registered."""
-    from airflow_provider_metastudio.triggers import poller as poller_module
+    from airflow_provider_metastudio.tenant import registry
     from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 
     triggers = [
@@ -53,7 +53,7 @@ async def start_all(job_ids: list[str]) -> tuple[float, float]:
     tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
     while True:
         await asyncio.sleep(0)
-        pollers = poller_module._POLLERS.get(loop, {}).values()
+        pollers = registry._POLLERS.get(loop, {}).values()
         if sum(len(ws) for p in pollers for ws in p.watches.values()) >= len(job_ids):
             break
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("trigger_start-quick" if args.quick else "trigger_start")
     env = environment()
 
-    from airflow_provider_metastudio.triggers import poller as poller_module
+    from airflow_provider_metastudio.tenant import connections
 
     samples: dict[str, list[float]] = {s: [] for s in SCHEMES}
     with EmulatorProcess(time_scale=1.0, quotas=False) as emu:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AIRFLOW_CONN_METASTUDIO_DEFAULT"] = emu.connection_json(rate_limits=False)
         for r in range(args.repeat + 1):  # run 0 warms up (imports, first connection) and is dropped
             for scheme in SCHEMES if r % 2 else reversed(list(SCHEMES)):
-                poller_module.CONFIG_TTL = SCHEMES[scheme]
+                connections.CONFIG_TTL = SCHEMES[scheme]
                 cpu, _ = asyncio.run(start_all(job_ids))
                 if r:
                     samples[scheme].append(cpu / args.n * 1e6)

@@ -13,17 +13,15 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from airflow_provider_metastudio.testing._clock import parse_rfc3339, rfc3339_micro
+from airflow_provider_metastudio.testing._parts import EmulatorParts
 from airflow_provider_metastudio.testing._replies import Reply, error_reply, json_reply
 
-if TYPE_CHECKING:
-    from airflow_provider_metastudio.testing.emulator import MetaStudioEmulator
-
 # (emulator, path parameters, JSON body) -> a JSON-able answer
-Handler = Callable[["MetaStudioEmulator", Mapping[str, str], Mapping[str, Any]], Any]
+Handler = Callable[["EmulatorParts", Mapping[str, str], Mapping[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -58,13 +56,13 @@ def _require_state(body: Mapping[str, Any], example: str) -> str:
 # ------------------------------------------------------------------ handlers needing a few lines
 
 
-def _set_job_error(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _set_job_error(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     _require(body, '{"status": 400, "error_code": "MSS.00000003"}', "status", "error_code")
     emu.faults.set_job_error(path["job_id"], body["status"], body["error_code"], body.get("error_msg"))
     return emu.faults.settings()["job_errors"]
 
 
-def _set_faults(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _set_faults(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     if body.get("clear"):
         emu.faults.clear()
     if "rates" in body or "delay_seconds" in body or "calls" in body:
@@ -86,7 +84,7 @@ def _set_faults(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[
     return emu.faults.settings()
 
 
-def _outage(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _outage(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     _require(body, '{"seconds": 5, "call": "*", "kind": "503"}', "seconds")
     emu.faults.outage(
         float(body["seconds"]), call=str(body.get("call", "*")), kind=str(body.get("kind", "503"))
@@ -94,7 +92,7 @@ def _outage(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str,
     return emu.faults.settings()["outages"]
 
 
-def _set_outcomes(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _set_outcomes(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     if body.get("replace"):
         emu.jobs.clear_outcomes()
     patterns = dict(body.get("patterns") or {})
@@ -107,13 +105,13 @@ def _set_outcomes(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mappin
     return emu.jobs.outcomes()
 
 
-def _set_asset_outcome(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _set_asset_outcome(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     _require(body, '{"pattern": "*blocked*", "state": "BLOCK"}', "pattern")
     emu.assets.set_outcome(str(body["pattern"]), body.get("state"))
     return dict(emu.assets.settings())
 
 
-def _set_clock(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _set_clock(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     if "advance" in body:
         emu.clock.advance(float(body["advance"]))
     if "auth_time" in body:
@@ -125,7 +123,7 @@ def _set_clock(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[s
     return _clock_view(emu)
 
 
-def _clock_view(emu: MetaStudioEmulator) -> dict[str, Any]:
+def _clock_view(emu: EmulatorParts) -> dict[str, Any]:
     now, auth_now = emu.clock.now(), emu.auth_clock.now()
     return {
         "now": rfc3339_micro(now),
@@ -136,37 +134,37 @@ def _clock_view(emu: MetaStudioEmulator) -> dict[str, Any]:
     }
 
 
-def _reset_counters(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _reset_counters(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.recorder.reset()
     return emu.recorder.counters()
 
 
-def _reset(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _reset(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.reset()
     return {"status": "reset"}
 
 
-def _delete_job(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _delete_job(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.jobs.delete(path["job_id"])
     return {"deleted": path["job_id"]}
 
 
-def _clear_job_error(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _clear_job_error(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.faults.clear_job_error(path["job_id"])
     return emu.faults.settings()["job_errors"]
 
 
-def _corrupt(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _corrupt(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.assets.corrupt(path["asset_id"], str(body.get("category", "MAIN")), body.get("count"))
     return dict(emu.assets.settings())
 
 
-def _uncorrupt(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _uncorrupt(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.assets.clear_corruption(path["asset_id"])
     return dict(emu.assets.settings())
 
 
-def _clear_faults(emu: MetaStudioEmulator, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
+def _clear_faults(emu: EmulatorParts, path: Mapping[str, str], body: Mapping[str, Any]) -> Any:
     emu.faults.clear()
     return emu.faults.settings()
 
@@ -245,7 +243,7 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def handle(emu: MetaStudioEmulator, method: str, rest: str, body: bytes) -> Reply:
+def handle(emu: EmulatorParts, method: str, rest: str, body: bytes) -> Reply:
     """Answer one admin request; ``rest`` is the path after ``/_emulator``."""
     try:
         payload = json.loads(body.decode("utf-8")) if body.strip() else {}

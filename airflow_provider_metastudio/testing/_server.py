@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_metastudio.testing import _admin
@@ -36,10 +36,8 @@ from airflow_provider_metastudio.testing._config import (
     FaultKind,
 )
 from airflow_provider_metastudio.testing._faults import FaultDecision, spoil
+from airflow_provider_metastudio.testing._parts import EmulatorParts
 from airflow_provider_metastudio.testing._replies import Reply, error_reply, first_headers, valid_app_user_id
-
-if TYPE_CHECKING:
-    from airflow_provider_metastudio.testing.emulator import MetaStudioEmulator
 
 log = logging.getLogger("airflow_provider_metastudio.testing.emulator")
 
@@ -96,9 +94,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # hundreds of clients may connect at once (listen backlog)
     allow_reuse_address = True
 
-    def __init__(
-        self, address: tuple[str, int], emulator: MetaStudioEmulator, keepalive_timeout: float
-    ) -> None:
+    def __init__(self, address: tuple[str, int], emulator: EmulatorParts, keepalive_timeout: float) -> None:
         self.emulator = emulator
         self.keepalive_timeout = keepalive_timeout
         self._connections: set[socket.socket] = set()

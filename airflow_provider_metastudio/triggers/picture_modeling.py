@@ -14,7 +14,7 @@ from airflow_provider_metastudio.exceptions import MetaStudioError
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import PictureModelingJob
 from airflow_provider_metastudio.progress import JobProgress
-from airflow_provider_metastudio.triggers.poller import Watch, watch_job
+from airflow_provider_metastudio.tenant import Watch, watch_job
 from airflow_provider_metastudio.validation import validate_job_id
 
 # The final status read at the deadline may take this long (the hook's retries included); Airflow's
@@ -126,7 +126,7 @@ class MetaStudioPictureModelingJobTrigger(BaseTrigger):
             yield event
 
     async def _events(self) -> AsyncIterator[TriggerEvent]:
-        # All triggers of a tenant in this event loop share one poller (see triggers/poller.py); it
+        # All triggers of a tenant in this event loop share one poller (see the tenant package); it
         # hands this trigger what it sees, and the trigger logs it here, in its own task's log.
         progress = self._progress()
         try:

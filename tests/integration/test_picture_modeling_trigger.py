@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from airflow_provider_metastudio.triggers import poller as poller_module
+from airflow_provider_metastudio import tenant
+from airflow_provider_metastudio.tenant import connections, registry
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 
 CLASSPATH = "airflow_provider_metastudio.triggers.picture_modeling.MetaStudioPictureModelingJobTrigger"
@@ -185,7 +186,7 @@ def test_many_triggers_share_one_poller_and_make_few_calls(metastudio_emulator, 
     # and its safety net at most half the details quota (1/s).
     assert c["requests"].get("show", 0) <= elapsed * 0.5 + 2
     assert c["requests"]["list"] <= 3 * rounds
-    assert poller_module._POLLERS == {} or all(not v for v in poller_module._POLLERS.values())
+    assert registry._POLLERS == {} or all(not v for v in registry._POLLERS.values())
 
 
 @pytest.mark.metastudio_emulator(waiting_seconds=0.5, processing_seconds=2)
@@ -213,7 +214,7 @@ def test_a_cancelled_trigger_does_not_disturb_the_others(metastudio_emulator, me
         result = await asyncio.wait_for(ta, 10)
         with pytest.raises(asyncio.CancelledError):
             await tb
-        loop_pollers = poller_module._POLLERS.get(asyncio.get_running_loop(), {})
+        loop_pollers = registry._POLLERS.get(asyncio.get_running_loop(), {})
         return result, dict(loop_pollers)
 
     (event,), left = asyncio.run(scenario())
@@ -293,7 +294,7 @@ def test_triggers_of_one_connection_share_a_lookup(
         return await real(conn_id)
 
     monkeypatch.setattr(hook_module, "aget_connection", counting)
-    monkeypatch.setattr(poller_module, "CONFIG_TTL", ttl)
+    monkeypatch.setattr(connections, "CONFIG_TTL", ttl)
     jobs = [metastudio_emulator.jobs.create(name=f"c{i}", processing_seconds=0.5) for i in range(20)]
 
     async def scenario():
@@ -353,8 +354,8 @@ def test_a_rescheduled_poke_does_not_log_a_first_look(
 @pytest.fixture
 def patient_poller(monkeypatch):
     """The poller's safety net and backoff, scaled down to test time."""
-    monkeypatch.setattr(poller_module.TenantPoller, "net_min_period", 1.0)
-    monkeypatch.setattr(poller_module.TenantPoller, "backoff_max", 1.0)
+    monkeypatch.setattr(tenant.TenantPoller, "net_min_period", 1.0)
+    monkeypatch.setattr(tenant.TenantPoller, "backoff_max", 1.0)
 
 
 @FAST
@@ -375,7 +376,7 @@ def test_an_outage_longer_than_the_hooks_retries_ends_no_wait(
     # The outage is logged once when it starts and once when it ends (per kind of call), not per
     # failed call: the hook's own retries inside the poller log at DEBUG.
     info = [r for r in caplog.records if r.levelno >= logging.INFO]
-    poller_lines = [r for r in info if r.name == poller_module.__name__]
+    poller_lines = [r for r in info if r.name == tenant.__name__]
     assert sum("calls fail" in r.getMessage() for r in poller_lines) == 2
     # (a kind of call that no wait needs after the outage has no call left to log its recovery)
     assert 1 <= sum("work again" in r.getMessage() for r in poller_lines) <= 2

@@ -40,9 +40,9 @@ from airflow_provider_metastudio.operators.picture_modeling import (
     MetaStudioGetPictureModelingJobOperator,
 )
 from airflow_provider_metastudio.sensors.picture_modeling import MetaStudioPictureModelingJobSensor
+from airflow_provider_metastudio.tenant import TenantPoller
 from airflow_provider_metastudio.testing import DEFAULT_PROJECT_ID, Credentials, MetaStudioEmulator
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
-from airflow_provider_metastudio.triggers.poller import TenantPoller
 
 try:  # Airflow >= 3.1: the Task SDK's masker, the one mask_secret feeds
     from airflow.sdk.log import redact

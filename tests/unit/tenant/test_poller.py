@@ -17,125 +17,22 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
+from testsupport.scripted_tenant import CONFIG, INTERVAL, FakeHook, Service, new_poller, outcome, run
 from testsupport.virtual_time import on_virtual_clock
 
-from airflow_provider_metastudio.api import JobPage, base_url, show_call
-from airflow_provider_metastudio.config import MetaStudioConnectionConfig
+from airflow_provider_metastudio import tenant
+from airflow_provider_metastudio.api import base_url, show_call
 from airflow_provider_metastudio.exceptions import (
     MetaStudioAuthError,
     MetaStudioBadRequestError,
-    MetaStudioError,
     MetaStudioNotFoundError,
     MetaStudioServerError,
 )
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.models import PictureModelingJob
-from airflow_provider_metastudio.triggers import poller as poller_module
-from airflow_provider_metastudio.triggers.poller import Observation, TenantPoller, Watch, tenant_key
-
-T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
-CONFIG = MetaStudioConnectionConfig(
-    project_id="p1", endpoint="http://127.0.0.1:1", ak="AK", sk="SK", rate_limits={"show": 200, "list": 200}
-)
-
-
-class Service:
-    """A scripted MetaStudio: jobs, what the lists show, and errors per call or per job."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.hidden_from_lists: set[str] = set()
-        self.list_error: MetaStudioError | None = None
-        self.show_error: MetaStudioError | None = None
-        self.show_errors: dict[str, MetaStudioError] = {}
-        self.calls: list[tuple[str, Any]] = []
-
-    def add(self, job_id: str, state: str = "PROCESSING", end: int | None = None) -> None:
-        self.jobs[job_id] = {"job_id": job_id, "state": state, "end": end}
-
-    def finish(self, job_id: str, state: str = "SUCCEED", at: int = 0) -> None:
-        self.jobs[job_id].update(state=state, end=at)
-
-    def job(self, job_id: str) -> PictureModelingJob:
-        j = self.jobs[job_id]
-        end = None if j["end"] is None else T0 + timedelta(seconds=j["end"])
-        return PictureModelingJob(job_id, j["state"], end_time=end, model_asset_id=f"asset-{job_id}")
-
-    def page(self, offset: int, limit: int, states: list[str], sort_key: str) -> JobPage:
-        self.calls.append(("list", tuple(states)))
-        if self.list_error is not None:
-            raise self.list_error
-        rows = [
-            self.job(j)
-            for j, v in self.jobs.items()
-            if v["state"] in states and j not in self.hidden_from_lists
-        ]
-        rows.sort(key=lambda job: job.end_time or T0, reverse=True)
-        page = [replace(job, request_id="rid-list") for job in rows[offset : offset + limit]]
-        return JobPage(len(rows), page, "rid-list")
-
-    def show(self, job_id: str) -> PictureModelingJob:
-        self.calls.append(("show", job_id))
-        if self.show_error is not None:
-            raise self.show_error
-        if job_id in self.show_errors:
-            raise self.show_errors[job_id]
-        if job_id not in self.jobs:
-            raise MetaStudioNotFoundError(f"404 {job_id}", status=404, error_code="MSS.00000003")
-        return replace(self.job(job_id), request_id="rid-show")
-
-    def count(self, call: str) -> int:
-        return sum(1 for c in self.calls if c[0] == call)
-
-
-class FakeHook:
-    """The two hook methods the poller calls, answered by a :class:`Service`."""
-
-    def __init__(self, service: Service, config: MetaStudioConnectionConfig = CONFIG) -> None:
-        self.service = service
-        self.config = config
-        self.closed = False
-
-    async def alist_picture_modeling_jobs_page(self, *, offset, limit, states, sort_key, sort_dir):
-        await asyncio.sleep(0)
-        return self.service.page(offset, limit, states, sort_key)
-
-    async def aget_picture_modeling_job(self, job_id):
-        await asyncio.sleep(0)
-        return self.service.show(job_id)
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-INTERVAL = 10.0  # a sensor's poll interval
-
-
-def new_poller(service: Service) -> TenantPoller:
-    return TenantPoller("ms", FakeHook(service), ("http://127.0.0.1:1", "p1"))  # type: ignore[arg-type]
-
-
-async def outcome(w: Watch) -> tuple[Observation, list[Observation]]:
-    """The observation that ended the wait, and every notice before it."""
-    notices = []
-    while True:
-        obs = await w.next()
-        if obs.notice is not None:
-            notices.append(obs)
-        elif obs.error is not None or (obs.job is not None and obs.job.is_terminal):
-            return obs, notices
-
-
-async def run(poller: TenantPoller, coro):
-    """Run a scenario (bounded: a lost wait fails the test instead of hanging it), then stop the poller."""
-    try:
-        return await asyncio.wait_for(coro, 3600)
-    finally:
-        await poller.close()
+from airflow_provider_metastudio.tenant import connections, tenant_key
+from airflow_provider_metastudio.tenant._core import POLLER_RETRY_LIMIT
 
 
 @on_virtual_clock
@@ -156,7 +53,7 @@ async def test_an_outage_of_every_call_ends_no_wait_and_is_logged_once(caplog):
             service.finish(f"job-{i}", at=i)
         return await asyncio.gather(*(outcome(w) for w in watches))
 
-    with caplog.at_level(logging.INFO, logger=poller_module.__name__):
+    with caplog.at_level(logging.INFO, logger=tenant.__name__):
         results = await run(poller, scenario())
     for final, notices in results:
         assert final.error is None and final.job is not None and final.job.state == "SUCCEED"
@@ -251,9 +148,7 @@ async def test_the_finished_scan_reads_what_is_new_not_the_history():
         rounds = poller.rounds
         while poller.rounds < rounds + 10:
             await asyncio.sleep(1)
-        finished_pages = sum(
-            1 for c in service.calls[before:] if c == ("list", tuple(poller_module.TERMINAL))
-        )
+        finished_pages = sum(1 for c in service.calls[before:] if c == ("list", tuple(tenant.TERMINAL)))
         service.finish("watched", at=1000)
         final, _ = await outcome(w)
         return finished_pages, poller.rounds - rounds, final
@@ -266,8 +161,8 @@ async def test_the_finished_scan_reads_what_is_new_not_the_history():
 def test_the_state_filters_name_exactly_the_terminal_and_the_running_states():
     from airflow_provider_metastudio.models import JobState
 
-    assert sorted(poller_module.TERMINAL) == sorted(s.value for s in JobState if JobState.is_terminal(s))
-    assert poller_module.RUNNING == ("WAITING", "PROCESSING")
+    assert sorted(tenant.TERMINAL) == sorted(s.value for s in JobState if JobState.is_terminal(s))
+    assert tenant.RUNNING == ("WAITING", "PROCESSING")
 
 
 # Builds the finished scan's list request through the hook (requests_mock: no network) and prints
@@ -275,7 +170,7 @@ def test_the_state_filters_name_exactly_the_terminal_and_the_running_states():
 _PRINT_LIST_URL = """
 import requests_mock
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
-from airflow_provider_metastudio.triggers.poller import TERMINAL
+from airflow_provider_metastudio.tenant import TERMINAL
 with requests_mock.Mocker() as m:
     m.get(requests_mock.ANY, json={"count": 0, "picture_modeling_jobs": []})
     hook = MetaStudioHook()
@@ -320,7 +215,7 @@ async def test_refused_authentication_ends_the_waits_only_after_the_patience(mon
     async def same_config(conn_id):
         return FakeHook(service, CONFIG)
 
-    monkeypatch.setattr(poller_module, "_lookup_hook", same_config)
+    monkeypatch.setattr(connections, "_lookup_hook", same_config)
     poller = new_poller(service)
     watches = [poller.watch("a", INTERVAL), poller.watch("b", INTERVAL)]
 
@@ -353,7 +248,7 @@ async def test_a_connection_fixed_meanwhile_is_picked_up(monkeypatch):
         lookups.append(conn_id)
         return FakeHook(working, fixed)
 
-    monkeypatch.setattr(poller_module, "_lookup_hook", lookup)
+    monkeypatch.setattr(connections, "_lookup_hook", lookup)
     poller = new_poller(service)
     w = poller.watch("a", INTERVAL)
     loop = asyncio.get_running_loop()
@@ -391,8 +286,8 @@ async def test_connections_differing_only_in_app_user_id_get_their_own_poller_an
         return self.config
 
     monkeypatch.setattr(MetaStudioHook, "aget_config", aget_config)
-    one = await poller_module.acquire("one")
-    two = await poller_module.acquire("two")
+    one = await tenant.acquire("one")
+    two = await tenant.acquire("two")
     try:
         assert one is not two
         call = show_call(base_url(CONFIG.endpoint, CONFIG.project_id), "job-1")
@@ -400,11 +295,11 @@ async def test_connections_differing_only_in_app_user_id_get_their_own_poller_an
         assert two.hook.transport.headers(call, None)["X-App-UserId"] == "user-2"
         # The poller owns a hook of its own, which retries little and logs retries at DEBUG.
         assert isinstance(one.hook, MetaStudioHook)
-        assert one.hook.retry_limit == poller_module.POLLER_RETRY_LIMIT
+        assert one.hook.retry_limit == POLLER_RETRY_LIMIT
         assert one.hook.retry_log_level == logging.DEBUG
     finally:
-        await poller_module.release(one)
-        await poller_module.release(two)
+        await tenant.release(one)
+        await tenant.release(two)
 
 
 @on_virtual_clock

@@ -30,18 +30,22 @@ import asyncio
 import fnmatch
 import hashlib
 import json
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Sequence
+from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_metastudio import metrics
+from airflow_provider_metastudio import metrics, tenant
 from airflow_provider_metastudio._compat import AIRFLOW_V_3, AirflowException
-from airflow_provider_metastudio.exceptions import MetaStudioInvalidResponseError, MetaStudioValidationError
+from airflow_provider_metastudio.exceptions import (
+    MetaStudioAuthError,
+    MetaStudioInvalidResponseError,
+    MetaStudioValidationError,
+)
 from airflow_provider_metastudio.hooks.metastudio import MetaStudioHook
 from airflow_provider_metastudio.models import JobState, PictureModelingJob, parse_time
 from airflow_provider_metastudio.triggers.model_asset import MetaStudioModelAssetTrigger
@@ -57,8 +61,6 @@ try:  # Airflow >= 3.3
 except ImportError:  # Airflow 2.11-3.2: no ack mode; run() is used
     AdvanceItem = Any  # type: ignore[misc,assignment]
     SharedStreamProducer = object  # type: ignore[misc,assignment]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_STATES = (JobState.SUCCEED.value, JobState.PARTIAL_SUCCEED.value)
 WATERMARK_KEY = "metastudio_model_library_watermark"
@@ -80,37 +82,43 @@ def dedupe_key(job: PictureModelingJob) -> str:
     return f"{end}/{job.job_id}"
 
 
-def _tenant_stream(conn_id: str, since: datetime | None, name: str, poll_interval: float) -> Any:
-    """``tenant.finished_jobs``: the tenant's stream of finished jobs, shared with the job waits."""
-    from airflow_provider_metastudio import tenant  # type: ignore[attr-defined,unused-ignore]
-
-    return tenant.finished_jobs(conn_id, since=since, name=name, poll_interval=poll_interval)
-
-
 class Watermark:
-    """What was delivered: the newest end time, and the ids that ended in the :data:`WINDOW` before it.
+    """What was delivered: the newest end time, and the ids that ended in the :data:`WINDOW` before it;
+    ``floor`` is where the watcher began (what ended before it is history, never delivered).
 
     Stored as JSON in the asset's state store (Airflow 3.3); the ids are bounded by
     :data:`MAX_REMEMBERED`.
     """
 
-    def __init__(self, newest: datetime | None = None, ids: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, newest: datetime | None = None, ids: dict[str, str] | None = None, floor: datetime | None = None
+    ) -> None:
         self.newest = newest
         self.ids: dict[str, str] = dict(ids or {})  # job id -> end time (RFC 3339)
+        self.floor = floor
 
     @classmethod
     def from_json(cls, value: Any) -> Watermark | None:
         if not isinstance(value, dict) or not value.get("newest"):
             return None
-        return cls(parse_time(value["newest"], "newest"), value.get("ids") or {})
+        return cls(
+            parse_time(value["newest"], "newest"),
+            value.get("ids") or {},
+            parse_time(value.get("floor"), "floor"),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"newest": self.newest.isoformat() if self.newest else None, "ids": self.ids}
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+
+        return {"newest": iso(self.newest), "ids": self.ids, "floor": iso(self.floor)}
 
     def covers(self, job: PictureModelingJob) -> bool:
-        """Delivered before: the id is remembered, or it ended before the window."""
+        """Delivered before (the id is remembered, or it ended before the window) or history."""
         if self.newest is None or job.end_time is None:
             return False
+        if self.floor is not None and job.end_time < self.floor:
+            return True
         return job.job_id in self.ids or job.end_time < self.newest - WINDOW
 
     def add(self, job: PictureModelingJob) -> None:
@@ -223,33 +231,33 @@ class MetaStudioModelLibraryTrigger(BaseEventTrigger):
 
     # -- where to start ---------------------------------------------------------------------------
 
-    async def load_watermark(self) -> datetime:
-        """The end time to resume from: the stored watermark, ``since``, or now (less the replay)."""
+    async def load_watermark(self) -> datetime | None:
+        """The end time to resume from: the stored watermark, ``since``, now less the replay (no
+        store: Airflow 3.0-3.2), or None: from now on the service's clock (a first deployment)."""
         self._since = await self._resume_from()
         return self._since
 
-    async def _resume_from(self) -> datetime:
+    async def _resume_from(self) -> datetime | None:
+        since = parse_time(self.since, "since") if self.since else None
         store = self.asset_state_store
-        now = datetime.now(timezone.utc)
-        if store is not None:
-            self._watermark = Watermark.from_json(await _accessors(store)[0].aget(WATERMARK_KEY))
-            if self._watermark is not None and self._watermark.newest is not None:
-                self.log.info(
-                    "Watcher %s resumes after %s (%d job ids remembered)",
-                    self.name,
-                    self._watermark.newest.isoformat(),
-                    len(self._watermark.ids),
-                )
-                return self._watermark.newest - WINDOW
-            # First deployment: remember it, so a restart before the first model does not skip
-            # what ended in between.
-            start = parse_time(self.since, "since") if self.since else now
-            self._watermark = Watermark(start)
+        if store is None:
+            return since or datetime.now(timezone.utc) - timedelta(seconds=self.restart_replay)
+        mark = Watermark.from_json(await _accessors(store)[0].aget(WATERMARK_KEY))
+        if mark is not None and mark.newest is not None:
+            self._watermark = mark
+            self.log.info(
+                "Watcher %s resumes after %s (%d job ids remembered)",
+                self.name,
+                mark.newest.isoformat(),
+                len(mark.ids),
+            )
+            return mark.newest - WINDOW
+        # First deployment: its start is stored as soon as it is known (for "now", after the
+        # stream's first scan), so a restart before the first model skips nothing in between.
+        self._watermark = Watermark(since, floor=since)
+        if since is not None:
             await self.save_watermark(self._watermark)
-            return start  # type: ignore[return-value]
-        if self.since:
-            return parse_time(self.since, "since")  # type: ignore[return-value]
-        return now - timedelta(seconds=self.restart_replay)
+        return since
 
     async def save_watermark(self, mark: Watermark) -> None:
         if self.asset_state_store is not None:
@@ -325,41 +333,58 @@ class MetaStudioModelLibraryTrigger(BaseEventTrigger):
         metrics.incr("watcher.events", watcher=self.name)
         return TriggerEvent(extra)
 
-    def _notice(self, item: Any) -> None:
-        text = getattr(item, "notice", None) or str(item)
-        self.log.log(getattr(item, "level", logging.INFO), "Watcher %s: %s", self.name, text)
+    def _notice(self, obs: tenant.Observation) -> None:
+        self.log.log(obs.level, "Watcher %s: %s", self.name, obs.notice)
 
     async def _filter(self, items: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         async for item in items:
             if item is _TICK:
                 continue
-            if isinstance(item, PictureModelingJob):
-                event = await self._event(item)
-                if event is not None:
-                    yield event
-            else:
-                self._notice(item)
+            event = await self._event(item)
+            if event is not None:
+                yield event
 
-    async def _items(self, since: datetime, tick: float | None) -> AsyncIterator[Any]:
-        """The tenant stream's items; with ``tick``, :data:`_TICK` after that long without one."""
-        stream = _tenant_stream(self.metastudio_conn_id, since, self.name, self.poll_interval)
-        async with stream as sub:
-            while True:
-                if tick is None:
-                    yield await sub.next()
-                    continue
-                try:
-                    yield await asyncio.wait_for(sub.next(), timeout=tick)
-                except asyncio.TimeoutError:
-                    yield _TICK
+    async def _items(self, since: datetime | None, tick: float | None) -> AsyncIterator[Any]:
+        """The tenant stream's jobs; with ``tick``, :data:`_TICK` after that long without one."""
+        async with tenant.finished_jobs(
+            self.metastudio_conn_id, since, self.name, self.poll_interval, on_notice=self._notice
+        ) as sub:
+            pending: asyncio.Future[Any] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(sub.next())
+                    # Waited on, never cancelled: a tick leaves the same next() running.
+                    done, _ = await asyncio.wait({pending}, timeout=tick)
+                    await self._first_scan_done(sub.since)
+                    if not done:
+                        yield _TICK
+                        continue
+                    future, pending = pending, None
+                    try:
+                        yield future.result()
+                    except MetaStudioAuthError as e:  # the stream goes on and recovers with the connection
+                        self.log.error("Watcher %s: %s", self.name, e)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+
+    async def _first_scan_done(self, stream_since: datetime | None) -> None:
+        mark = self._watermark
+        if mark is not None and mark.newest is None and stream_since is not None:
+            # "Now" is the end of the newest job listed: that job, and its second, are history.
+            mark.newest = self._since = stream_since
+            mark.floor = stream_since + timedelta(microseconds=1)
+            await self.save_watermark(mark)
 
     # -- Airflow 3.0-3.2 (and 3.3 without a watched asset): one loop of its own -------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         since = await self.load_watermark()
-        self.log.info("Watcher %s lists models that ended from %s", self.name, since.isoformat())
-        async for event in self._filter(self._items(since, None)):
-            yield event
+        self.log.info("Watcher %s lists models that ended from %s", self.name, since or "now")
+        async with aclosing(self._items(since, None)) as items:
+            async for event in self._filter(items):
+                yield event
 
     # -- Airflow 3.3: a shared stream in ack mode, so the watermark follows what Airflow stored ----
 
@@ -400,9 +425,10 @@ class _WatermarkProducer(SharedStreamProducer):  # type: ignore[misc,valid-type]
     async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
         trigger = _LIVE[self.key]
         since = await trigger.load_watermark()
-        trigger.log.info("Watcher %s lists models that ended from %s", trigger.name, since.isoformat())
-        async for item in trigger._items(since, TICK_SECONDS):
-            yield item, item
+        trigger.log.info("Watcher %s lists models that ended from %s", trigger.name, since or "now")
+        async with aclosing(trigger._items(since, TICK_SECONDS)) as items:
+            async for item in items:
+                yield item, item
 
     async def advance(self, batch: Sequence[AdvanceItem]) -> None:
         trigger = _LIVE.get(self.key)

@@ -32,7 +32,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -344,7 +344,7 @@ class MetaStudioModelLibraryTrigger(BaseEventTrigger):
             if event is not None:
                 yield event
 
-    async def _items(self, since: datetime | None, tick: float | None) -> AsyncIterator[Any]:
+    async def _items(self, since: datetime | None, tick: float | None) -> AsyncGenerator[Any, None]:
         """The tenant stream's jobs; with ``tick``, :data:`_TICK` after that long without one."""
         async with tenant.finished_jobs(
             self.metastudio_conn_id, since, self.name, self.poll_interval, on_notice=self._notice

@@ -239,7 +239,7 @@ class MetaStudioModelLibraryTrigger(BaseEventTrigger):
 
     async def _resume_from(self) -> datetime | None:
         since = parse_time(self.since, "since") if self.since else None
-        store = self.asset_state_store
+        store = self._store
         if store is None:
             return since or datetime.now(timezone.utc) - timedelta(seconds=self.restart_replay)
         mark = Watermark.from_json(await _accessors(store)[0].aget(WATERMARK_KEY))
@@ -259,10 +259,15 @@ class MetaStudioModelLibraryTrigger(BaseEventTrigger):
             await self.save_watermark(self._watermark)
         return since
 
+    @property
+    def _store(self) -> Any:
+        """The watched assets' state store Airflow >= 3.3 injects (None before, or unwatched)."""
+        return getattr(self, "asset_state_store", None)
+
     async def save_watermark(self, mark: Watermark) -> None:
-        if self.asset_state_store is not None:
+        if self._store is not None:
             value = mark.to_json()
-            for accessor in _accessors(self.asset_state_store):
+            for accessor in _accessors(self._store):
                 await accessor.aset(WATERMARK_KEY, value)
 
     # -- the filter (the same for run() and the shared stream) ------------------------------------
@@ -389,7 +394,7 @@ class MetaStudioModelLibraryTrigger(BaseEventTrigger):
     # -- Airflow 3.3: a shared stream in ack mode, so the watermark follows what Airflow stored ----
 
     def shared_stream_key(self) -> Hashable | None:
-        if self.asset_state_store is None:  # nowhere to keep a watermark: run() as on 3.0-3.2
+        if self._store is None:  # nowhere to keep a watermark: run() as on 3.0-3.2
             return None
         key = _stream_key(self.serialize()[1])
         _LIVE[key] = self

@@ -114,15 +114,9 @@ def _runs(home: Path) -> dict[int, tuple[datetime, list[int]]]:
     return runs
 
 
-def _watcher_running(home: Path) -> bool:
-    return bool(
-        _db(
-            home,
-            "SELECT t.id FROM trigger t JOIN asset_watcher w ON w.trigger_id = t.id "
-            "WHERE w.name = ? AND t.triggerer_id IS NOT NULL",
-            ASSET,
-        )
-    )
+def _watching(procs: list) -> bool:
+    """A triggerer of ``procs`` runs the watcher (its first line is in the triggerer's log)."""
+    return any("Watcher fullstack_models lists models" in p[1].read_text() for p in procs)
 
 
 def _wait(what, seconds: float, logs: list[Path]) -> None:
@@ -279,12 +273,13 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
     procs = _start_airflow(airflow_env, tmp_path, triggerers=1)
     logs = lambda: [p[1] for p in procs]  # noqa: E731
     try:
-        _wait(lambda: _watcher_running(home), 240, logs())
+        _wait(lambda: _watching(procs[-1:]), 300, logs())
         time.sleep(2 * POLL_INTERVAL)  # the first scan fixed "now": the watermark's floor
         job_ids = _create_jobs(metastudio_emulator, 50, over=110.0)
-        time.sleep(30)
+        # Restarts at set points of the stream, whatever the machine's load makes of the timing.
+        _wait(lambda: len(_events(home)) >= 12, 300, logs())
         gaps = [_restart(procs, airflow_env, tmp_path, 1, signal.SIGTERM)]
-        time.sleep(15)
+        _wait(lambda: len(_events(home)) >= 30, 300, logs())
         gaps.append(_restart(procs, airflow_env, tmp_path, 2, signal.SIGKILL))
         waiting = _consume_all(home, metastudio_emulator, job_ids, logs())
         time.sleep(10)  # a late duplicate would show by now
@@ -304,10 +299,10 @@ def test_two_triggerers_one_killed_no_model_lost(airflow_env, metastudio_emulato
     procs = _start_airflow(airflow_env, tmp_path, triggerers=2)
     logs = lambda: [p[1] for p in procs]  # noqa: E731
     try:
-        _wait(lambda: _watcher_running(home), 240, logs())
+        _wait(lambda: _watching(procs[-2:]), 300, logs())
         time.sleep(2 * POLL_INTERVAL)
         job_ids = _create_jobs(metastudio_emulator, 30, over=60.0)
-        time.sleep(30)
+        _wait(lambda: len(_events(home)) >= 12, 300, logs())
         # Kill the triggerer that runs the watcher; the other takes it over once the dead one's
         # heartbeat is older than the health-check threshold.
         holder = max(procs[-2:], key=lambda p: _last_event_line(p[1]))

@@ -238,6 +238,10 @@ def _report(
     return duplicates, _p95(steady_event), _p95(steady_run)
 
 
+def _stored_between(home: Path, start: datetime, end: datetime) -> int:
+    return sum(start <= _time(t) <= end for (t,) in _db(home, "SELECT timestamp FROM asset_event"))
+
+
 def _airflow_flapped(log_dir: Path) -> bool:
     """Whether a triggerer found its runner silent past ``runner_health_check_threshold`` (a loaded
     machine) and stopped heartbeating, so Airflow moved its triggers: the watcher restarted from
@@ -288,6 +292,9 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
         gaps = [_restart(procs, airflow_env, tmp_path, 1, signal.SIGTERM)]
         _wait(lambda: len(_events(home)) >= 30, 300, logs())
         gaps.append(_restart(procs, airflow_env, tmp_path, 2, signal.SIGKILL))
+        # What the killed triggerer may not have heard confirmed: the events stored in the last
+        # seconds before the kill (a state sync, the advance and the watermark write).
+        unconfirmed = _stored_between(home, gaps[-1][0] - timedelta(seconds=5), gaps[-1][0])
         waiting = _consume_all(home, metastudio_emulator, job_ids, logs())
         time.sleep(10)  # a late duplicate would show by now
         label = f"one triggerer, SIGTERM + SIGKILL ({waiting} events waited for a later one)"
@@ -298,8 +305,10 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
     if flapped:  # Airflow restarted the watcher on its own: what it had not confirmed comes again
         print(f"Airflow declared a triggerer deadlocked and moved the watcher: {duplicates} duplicates")
         return
-    # A SIGKILL may repeat the events Airflow stored in the second or two before it died.
-    assert duplicates <= 3
+    # A SIGKILL repeats the events Airflow stored but had not confirmed to the triggerer; right
+    # after a restart's catch-up burst that is the whole burst. A SIGTERM repeats none.
+    print(f"events stored in the 5 s before the SIGKILL: {unconfirmed}")
+    assert duplicates <= unconfirmed
     assert to_event <= POLL_INTERVAL + 2
     assert to_run <= POLL_INTERVAL + 5
 

@@ -387,6 +387,8 @@ async def test_restart_resumes_from_the_stored_watermark_none_lost_none_twice(
     await asyncio.sleep(30)
     ids = [p["job_id"] for p in stored]
     assert sorted(ids) == [f"j{n:02d}" for n in range(1, 31)], ids
+    # the restarted watcher moves the watermark on too
+    assert {f"j{n:02d}" for n in range(24, 31)} <= set(store.values[WATERMARK_KEY]["ids"])
     await r2.stop()
 
 

@@ -14,9 +14,9 @@ Delivery, by Airflow line:
   stored, and only then is the watermark (the newest end time delivered and the job ids of the
   :data:`WINDOW` before it) written to the watched asset's ``asset_state_store``. A restarted
   watcher reads it back and resumes there. An event stored whose confirmation had not reached the
-  triggerer when it died is delivered again: its ``dedupe_key`` repeats. On a loaded machine
-  Airflow may declare a triggerer's runner deadlocked and move its triggers; then every event the
-  watcher had not seen confirmed comes again (measured: 19 of 51 in the full-stack test).
+  triggerer when it died is delivered again: its ``dedupe_key`` repeats (a second or two of events
+  in steady flow; a whole catch-up burst if the kill lands right after one). The same holds when
+  Airflow moves the watcher on its own (a triggerer runner it declared deadlocked).
 * **3.0-3.2**: no store a trigger can write: each start replays ``restart_replay`` seconds (at
   least once, duplicates bounded by that window and marked by the repeated ``dedupe_key``).
 * **2.11**: no asset watchers; constructing the trigger fails, naming the alternative.

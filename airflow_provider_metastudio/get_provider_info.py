@@ -117,6 +117,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Huawei Cloud MetaStudio",
                 "external-doc-url": "https://support.huaweicloud.com/intl/en-us/metastudio/index.html",
                 "how-to-guide": ["/docs/connections.md", "/docs/operators.md"],
+                # MetaStudioModelLibraryTrigger: an asset watcher (event-driven scheduling)
                 "tags": ["service"],
             }
         ],
@@ -141,6 +142,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_metastudio.triggers.picture_modeling",
                     "airflow_provider_metastudio.triggers.model_asset",
+                    "airflow_provider_metastudio.triggers.model_library",
                 ],
             }
         ],

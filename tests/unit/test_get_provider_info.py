@@ -39,6 +39,8 @@ def test_provider_info_points_at_real_code():
         for entry in info[kind]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
+    (triggers,) = info["triggers"]
+    assert "airflow_provider_metastudio.triggers.model_library" in triggers["python-modules"]
     for link in info["extra-links"]:
         module_name, _, class_name = link.rpartition(".")
         assert hasattr(importlib.import_module(module_name), class_name)

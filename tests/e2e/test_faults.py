@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_metastudio import auth
+from airflow_provider_metastudio.tenant import registry as tenant_registry
 from airflow_provider_metastudio.testing import MetaStudioEmulator, cover_png
-from airflow_provider_metastudio.triggers import poller as poller_module
 from airflow_provider_metastudio.triggers.picture_modeling import MetaStudioPictureModelingJobTrigger
 
 # Jobs run long enough that the sensor's first poke (faults, retries and all) still finds them running,
@@ -396,7 +396,7 @@ async def _first_life(trigger: MetaStudioPictureModelingJobTrigger, emu: MetaStu
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert poller_module._POLLERS.get(asyncio.get_running_loop(), {}) == {}  # released on cancel
+    assert tenant_registry._POLLERS.get(asyncio.get_running_loop(), {}) == {}  # released on cancel
     return events
 
 

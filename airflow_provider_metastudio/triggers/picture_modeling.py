@@ -256,7 +256,8 @@ class MetaStudioCreatePictureModelingJobTrigger(BaseTrigger):
         # Airflow logs a trigger's repr: a pre-signed photo URL's signature must not be in it.
         classpath, kwargs = self.serialize()
         kwargs["picture_url"] = redact_url(self.picture_url)
-        return self.repr(classpath, kwargs)
+        # The shape of Airflow 3's BaseTrigger.repr, which Airflow 2.11 does not have.
+        return f"<{classpath} {', '.join(f'{k}={v}' for k, v in kwargs.items())}>"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self._event()

@@ -31,7 +31,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "==> deployment test: preparing $VENV" >&2
-ensure_venv "$VENV" "$AIRFLOW_VERSION" "test,deployment"
+# scripts/run-tests.sh prepared the venv already and may be running another suite from it: a
+# reinstall under a running suite would swap its files, so it says so.
+[ "${DEPLOYMENT_VENV_READY:-0}" = 1 ] || ensure_venv "$VENV" "$AIRFLOW_VERSION" "test,deployment"
 out=${METASTUDIO_DEPLOYMENT_OUTPUT:-$PWD/.deployment-output}
 rm -rf "$out"
 mkdir -p "$out"

@@ -19,8 +19,9 @@ SDK_VERSIONS=${SDK_VERSIONS:-"3.0.6"}
 # after the other in the second. Three suites at once pushed a 2-core machine's load past 30.
 PARALLEL=${PARALLEL:-1}
 # The production-shaped deployment test (scripts/run-deployment.sh: PostgreSQL, Celery, eight Airflow
-# processes) runs on the newest line, in its lane after that line's pytest: the other lane (2.11.2
-# then 3.0.6) is the longer one, so this lengthens the whole run least. DEPLOYMENT=0 leaves it out.
+# processes) runs on the newest line's venv, after the older lines in their lane: the newest line's
+# pytest (with the full-stack and watcher tests) is the longer suite, so this lengthens the whole run
+# least. DEPLOYMENT=0 leaves it out.
 DEPLOYMENT=${DEPLOYMENT:-1}
 failed=()
 newest=${AIRFLOW_VERSIONS##* }
@@ -71,13 +72,15 @@ run_lane() {  # the given versions one after the other; each leaves its output a
         rc=0
         run_suite "$version" >"$logs/$version.log" 2>&1 || rc=$?
         echo "$rc" >"$logs/$version.rc"
-        if [ "$DEPLOYMENT" = 1 ] && [ "$version" = "$newest" ]; then
-            echo "==> Airflow $version: deployment test" >&2
-            rc=0
-            AIRFLOW_VERSION=$version scripts/run-deployment.sh >"$logs/deployment.log" 2>&1 || rc=$?
-            echo "$rc" >"$logs/deployment.rc"
-        fi
     done
+}
+
+run_deployment() {
+    [ "$DEPLOYMENT" = 1 ] || return 0
+    echo "==> Airflow $newest: deployment test" >&2
+    local rc=0
+    AIRFLOW_VERSION=$newest DEPLOYMENT_VENV_READY=1 scripts/run-deployment.sh >"$logs/deployment.log" 2>&1 || rc=$?
+    echo "$rc" >"$logs/deployment.rc"
 }
 
 PYTEST_ARGS=("$@")
@@ -87,10 +90,12 @@ if [ "$PARALLEL" = 1 ] && [ -n "${others// /}" ]; then
     lane=$!
     # shellcheck disable=SC2086  # a list of versions
     run_lane $others
+    run_deployment
     wait "$lane" || true
 else
     # shellcheck disable=SC2086
     run_lane $AIRFLOW_VERSIONS
+    run_deployment
 fi
 for version in $AIRFLOW_VERSIONS; do
     rc=$(cat "$logs/$version.rc" 2>/dev/null || echo 1)

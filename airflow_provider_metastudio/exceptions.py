@@ -85,6 +85,17 @@ class MetaStudioConnectionError(MetaStudioError):
 class MetaStudioApiError(MetaStudioError):
     """The service answered with an error status."""
 
+    def with_advice(self, advice: str, *, call: str | None = None) -> MetaStudioApiError:
+        """The same error (class, status, codes, request id) with ``advice`` after its message."""
+        return type(self)(
+            f"{self} - {advice}",
+            status=self.status,
+            error_code=self.error_code,
+            error_msg=self.error_msg,
+            request_id=self.request_id,
+            call=call or self.call,
+        )
+
 
 class MetaStudioBadRequestError(MetaStudioApiError):
     """400 and other final 4xx answers."""

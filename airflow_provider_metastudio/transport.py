@@ -410,14 +410,7 @@ class Transport:
                 try:
                     parse_response(call.name, resp.status_code, resp.headers, body)
                 except MetaStudioAuthError as e:
-                    raise MetaStudioAuthError(
-                        f"{e} - {refused}",
-                        status=e.status,
-                        error_code=e.error_code,
-                        error_msg=e.error_msg,
-                        request_id=e.request_id,
-                        call=call.name,
-                    ) from None
+                    raise e.with_advice(refused, call=call.name) from None
             if hasattr(out, "seekable") and out.seekable():  # a retry starts the file over
                 out.seek(0)
                 out.truncate()

@@ -74,15 +74,10 @@ class Health(PollerState):
         if self._auth_since is None:
             self._auth_since = t
         elif t - self._auth_since >= self.auth_patience:
-            err = MetaStudioAuthError(
-                f"{e} - authentication was refused for {t - self._auth_since:.0f}s "
+            err = e.with_advice(
+                f"authentication was refused for {t - self._auth_since:.0f}s "
                 f"(the poller's patience is {self.auth_patience:.0f}s); fix the connection "
-                f"{self.conn_id!r} and retry the task",
-                status=e.status,
-                error_code=e.error_code,
-                error_msg=e.error_msg,
-                request_id=e.request_id,
-                call=e.call,
+                f"{self.conn_id!r} and retry the task"
             )
             for job_id in list(self.watches):
                 self._end(job_id, err)

@@ -76,8 +76,12 @@ def test_200_deferred_creates_are_each_made_once_at_the_quota_without_a_429(
     # First come first served: requests are sent in the order they reached the queue; with IN_FLIGHT
     # creates on the wire at once, the service may register neighbours swapped (or one retried
     # after a 429).
+    # A create slowed on its way (a loaded machine: seen 5 places off with IN_FLIGHT 4) or retried
+    # after a 429 is overtaken by those sent meanwhile; any other order would put names about 70
+    # places off on average.
     assert sorted(arrived) == sorted(names)
-    assert max(abs(created.index(n) - i) for i, n in enumerate(arrived)) < IN_FLIGHT
+    offsets = [abs(created.index(n) - i) for i, n in enumerate(arrived)]
+    assert max(offsets) < 4 * IN_FLIGHT and sum(offsets) / len(offsets) < 2, offsets
     # One name lookup (two pages: the 200 are found by nobody) per arrival burst, not one per create.
     assert emu.recorder.count("list") <= 3
 

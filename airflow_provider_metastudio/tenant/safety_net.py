@@ -33,8 +33,9 @@ class SafetyNet(Health):
         best: tuple[float, str] | None = None
         for job_id, ws in self.watches.items():
             for w in ws:
-                if w.priority:
-                    return job_id, 0.0
+                if w.priority:  # first in line, but still paced: the rest of the quota is the workers'
+                    wait = max(self._net_next - t, 0.0)
+                    return (job_id if wait <= 0 else None), wait
                 if w.last_verified is None:
                     due = -1.0 if not w.confirmed else t  # new watches before the round-robin
                 else:
@@ -56,9 +57,8 @@ class SafetyNet(Health):
                 await self._sleep(self._details_wake, wait)
                 continue
             ws = self.watches.get(job_id, [])
-            if not any(w.priority for w in ws):
-                rate = (self.hook.config.rate_limits or {}).get("show") or 1.0
-                self._net_next = t + 1.0 / (rate * self.net_share)
+            rate = (self.hook.config.rate_limits or {}).get("show") or 1.0
+            self._net_next = t + 1.0 / (rate * self.net_share)
             try:
                 self.details_calls += 1
                 job = await self.hook.aget_picture_modeling_job(job_id)

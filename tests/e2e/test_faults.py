@@ -119,10 +119,11 @@ def assert_main_flow_succeeded(
     assert cover.read_bytes() == cover_png()
     assert_no_duplicate_create(emu, created=1)
     assert result.seconds < RUN_BUDGET
-    if mode == "deferrable":  # the wait went to the trigger: poke, the poller's look, the resumed read
-        assert emu.recorder.count(call="show", status=200) >= 3
-    else:  # poked at least twice (one reschedule), then fetched; never listed
-        assert emu.recorder.count(call="show", status=200) >= 3
+    # At least a poke that saw the end and the fetch. Usually more (a reschedule, or the trigger's
+    # look and the resumed read), but on a loaded machine the wait task may start, and get through
+    # its retried faults, only after the 6 s job has ended: CI once saw exactly these two.
+    assert emu.recorder.count(call="show", status=200) >= 2
+    if mode != "deferrable":  # never listed: lists are the trigger's
         assert emu.recorder.count(call="list") == 0
     return job
 

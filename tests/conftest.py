@@ -8,6 +8,12 @@ from pathlib import Path
 
 # Before anything imports Airflow: never touch a developer's real AIRFLOW_HOME.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="metastudio-tests-home-"))
+# Under pytest-xdist (scripts/run-tests.sh: the suite mostly waits on emulated jobs) each worker gets
+# its own home below the given one, so its own SQLite database: DAG runs of two workers never share.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _home = Path(os.environ["AIRFLOW_HOME"]) / os.environ["PYTEST_XDIST_WORKER"]
+    _home.mkdir(parents=True, exist_ok=True)
+    os.environ["AIRFLOW_HOME"] = str(_home)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "e2e" / "dags")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

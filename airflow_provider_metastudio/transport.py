@@ -352,6 +352,7 @@ class Transport:
     def _send(self, call: ApiCall) -> ApiResponse:
         limiter = self.limiter(call)
         if limiter is not None:
+            self.session()  # built before the slot: a first call's set-up would delay its arrival
             time.sleep(limiter.reserve())
         token = self.token() if call.authenticated else None
         try:

@@ -97,9 +97,10 @@ class HostReservations:
 
         return self._update(call, take)
 
-    def push(self, call: str, seconds: float) -> None:
-        """No slot of ``call`` before ``seconds`` from now (after an answer, or a 429's Retry-After)."""
-        self._update(call, lambda now, free: (max(free, now + seconds), 0.0))
+    def push(self, call: str, seconds: float, shift: float = 0.0) -> None:
+        """No slot of ``call`` before ``seconds`` from now (after an answer, or a 429's Retry-After),
+        and the free slots ``shift`` later (see ``RateLimiter.backoff``)."""
+        self._update(call, lambda now, free: (max(free + shift, now + seconds), 0.0))
 
     def _update(self, call: str, change: Callable[[float, float], tuple[float, float]]) -> float | None:
         if self.failed is not None:
@@ -185,7 +186,7 @@ class HostLimiter:
 
     def backoff(self, seconds: float) -> None:
         self.process.backoff(seconds)
-        self.host.push(self.call, seconds)
+        self.host.push(self.call, seconds, self.interval / 2)
 
 
 _HOSTS: dict[str, HostReservations] = {}

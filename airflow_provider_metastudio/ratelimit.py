@@ -92,7 +92,10 @@ class RateLimiter:
         """After a 429 with ``Retry-After``: no request from this process before ``seconds`` from now."""
         with self._lock:
             # reserve() lets a burst start `tolerance` before _next: add it, or a burst would go early.
-            self._next = max(self._next, self._clock() + seconds + self.tolerance)
+            # Slots already handed out cannot move, but the later ones shift by half an interval:
+            # two processes whose slots fall less than 1/quota apart (a 429 every time, for ever:
+            # same period, same phase) drift out of step instead.
+            self._next = max(self._next + self.interval / 2, self._clock() + seconds + self.tolerance)
 
 
 _LIMITERS: dict[tuple[Any, ...], RateLimiter] = {}

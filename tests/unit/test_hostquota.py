@@ -52,6 +52,8 @@ def test_slots_are_handed_out_in_turn_and_pushed_by_answers_and_retry_after(tmp_
     assert host.reserve("create_by_url", 0.5) == 0.0
     host.push("create_by_url", 3.0)  # a 429 said "Retry-After: 3"
     assert host.reserve("create_by_url", 0.5) == pytest.approx(3.0)
+    host.push("create_by_url", 1.0, shift=0.25)  # within the queue: the free slots move on
+    assert host.reserve("create_by_url", 0.5) == pytest.approx(3.75)
     stored = json.loads((tmp_path / "q.json").read_text())
     assert set(stored) == {"create_by_url", "show"} and all(isinstance(v, float) for v in stored.values())
 
@@ -79,6 +81,7 @@ def _take_slots(path: str, count: int, interval: float, start: float, out: multi
         wait = host.reserve("create_by_url", interval)
         assert wait is not None
         slots.append(seen[-1] + wait)
+        time.sleep(0.001)  # the other process gets its turns in between
     out.put(slots)
 
 

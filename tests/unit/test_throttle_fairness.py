@@ -107,7 +107,10 @@ async def test_uncoordinated_creates_keep_the_quota_busy_and_wait_near_their_fai
         f"wall {wall / (n / QUOTA):.2f}x the floor, {gateway.throttled / n:.1f} 429s per job, "
         f"waits mean {statistics.mean(waits):.1f} s, max {max(waits):.0f} s (fair {fair:.0f} s)"
     )
-    assert wall <= 1.2 * n / QUOTA
+    assert wall <= 1.3 * n / QUOTA
     assert statistics.mean(waits) <= 1.2 * fair
-    # The unlucky create: with the doubling jitter the longest waited 130-190 s in this model.
-    assert max(waits) <= 6 * fair
+    # The unlucky create: with the doubling jitter the longest waited 130-190 s in this model (32
+    # lone processes); now 87 s, and 96 s on two hosts. Without a shared file a 429'd create goes
+    # back to the end of its host's queue, so this stays above twice the fair share: the host file
+    # (one host) is what keeps every create near it.
+    assert max(waits) <= 7 * fair

@@ -4,22 +4,18 @@ public sync hook) against the emulator with its documented quota, create by URL 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections import Counter
 
 import pytest
-from testsupport import BENCHMARKS
+from testsupport import BENCHMARKS, import_file
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("METASTUDIO_FULLSTACK", "1") == "0", reason="runs once per matrix, on the newest Airflow"
 )
 
-_spec = importlib.util.spec_from_file_location("bench_quota", BENCHMARKS / "bench_quota.py")
-assert _spec and _spec.loader
-bench_quota = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_quota)
+bench_quota = import_file(BENCHMARKS / "bench_quota.py")
 
 PROCESSES, CREATES = 6, 2
 QUOTA = 2.0  # the emulator's documented create-by-URL quota

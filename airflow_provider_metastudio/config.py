@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_metastudio.exceptions import MetaStudioConfigError, MetaStudioValidationError
+from airflow_provider_metastudio.hostquota import parse_host_quota
 from airflow_provider_metastudio.ratelimit import parse_rate_limits
 from airflow_provider_metastudio.validation import (
     validate_app_user_id,
@@ -216,6 +217,8 @@ class MetaStudioConnectionConfig:
     verify: bool | str = True
     timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
     rate_limits: dict[str, float] | None = None
+    # Directory of the host-wide quota file shared by this host's processes (None: off).
+    host_quota: str | None = None
     # Used for every call of the connection, before HTTP(S)_PROXY; may carry user:password.
     proxy: str | None = field(default=None, repr=False)
 
@@ -275,6 +278,7 @@ class MetaStudioConnectionConfig:
             "timeout": _as_timeout(extra.get("timeout")),
             "proxy": _proxy(extra["proxy"]) if "proxy" in extra else None,
         }
+        kwargs["host_quota"] = parse_host_quota(extra.get("host_quota"))
         try:
             kwargs["rate_limits"] = parse_rate_limits(extra.get("rate_limits"))
         except ValueError as e:

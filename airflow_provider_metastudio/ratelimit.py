@@ -5,7 +5,8 @@ asset calls are assumed to allow 1/s (see :data:`DEFAULT_RATES`). A connection's
 extra overrides single rates or turns the limiter off. Every hook in a process (all tasks of a
 worker, all triggers of a triggerer) with the same tenant and rate shares one limiter, so a process
 keeps to the quota by itself; several processes on one tenant do not know about each other and can
-still draw 429s, which the hook retries after ``Retry-After`` (:meth:`RateLimiter.backoff`). The
+still draw 429s, which the hook retries after ``Retry-After`` (:meth:`RateLimiter.backoff`), unless
+they share the host-wide quota file (``hostquota.py``, on by default). The
 limiter only *computes* how long a caller must wait; the caller sleeps with ``time.sleep`` or
 ``asyncio.sleep``, so the same object serves the sync and the async clients.
 """
@@ -16,7 +17,9 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
+
+from airflow_provider_metastudio.hostquota import HostLimiter, host_reservations
 
 DEFAULT_RATES: Mapping[str, float] = {
     "show": 1.0,
@@ -31,6 +34,18 @@ DEFAULT_RATES: Mapping[str, float] = {
 # The gateway measures *arrival* times, which jitter by tens of milliseconds after a request's slot
 # (signing, scheduling, the network): spacing requests exactly 1/rate apart still draws 429s.
 HEADROOM = 0.1
+
+
+class Limiter(Protocol):
+    """What the transports and the retry policy use: :class:`RateLimiter` or a ``HostLimiter``."""
+
+    interval: float
+
+    def reserve(self) -> float: ...
+
+    def settle(self) -> None: ...
+
+    def backoff(self, seconds: float) -> None: ...
 
 
 class RateLimiter:
@@ -77,7 +92,10 @@ class RateLimiter:
         """After a 429 with ``Retry-After``: no request from this process before ``seconds`` from now."""
         with self._lock:
             # reserve() lets a burst start `tolerance` before _next: add it, or a burst would go early.
-            self._next = max(self._next, self._clock() + seconds + self.tolerance)
+            # Slots already handed out cannot move, but the later ones shift by half an interval:
+            # two processes whose slots fall less than 1/quota apart (a 429 every time, for ever:
+            # same period, same phase) drift out of step instead.
+            self._next = max(self._next + self.interval / 2, self._clock() + seconds + self.tolerance)
 
 
 _LIMITERS: dict[tuple[Any, ...], RateLimiter] = {}
@@ -112,11 +130,16 @@ def parse_rate_limits(value: Any) -> dict[str, float] | None:
     return rates
 
 
-def get_limiter(endpoint: str, project_id: str, call: str, rate: float) -> RateLimiter:
-    """The process-wide limiter for one tenant and call (created on first use)."""
+def get_limiter(
+    endpoint: str, project_id: str, call: str, rate: float, host_path: str | None = None
+) -> Limiter:
+    """The process-wide limiter for one tenant and call (created on first use); with ``host_path``
+    (the tenant's host-wide reservation file) the slots come from that file."""
     key = (endpoint, project_id, call, rate)
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get(key)
         if limiter is None:
             limiter = _LIMITERS[key] = RateLimiter(rate, headroom=HEADROOM)
+    if host_path is None:
         return limiter
+    return HostLimiter(limiter, host_reservations(host_path), call)

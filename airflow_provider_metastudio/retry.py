@@ -27,7 +27,7 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioServerError,
     MetaStudioThrottledError,
 )
-from airflow_provider_metastudio.ratelimit import RateLimiter
+from airflow_provider_metastudio.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,43 @@ def is_retryable(call: ApiCall, exc: BaseException) -> bool:
     return isinstance(exc, (MetaStudioServerError, MetaStudioInvalidResponseError))
 
 
+# The most jitter a 429's wait adds to Retry-After, in seconds. A jitter that doubles with every 429
+# (up to a minute) left the quota idle while creates slept, and the unlucky ones starved.
+THROTTLE_SPREAD_MAX = 4.0
+
+
+def throttled_wait(
+    retry_after: float | None, throttled: int, waited: float, limiter: Limiter | None, policy: RetryPolicy
+) -> float:
+    """How long a call waits after its ``throttled``-th 429 in a row, having waited ``waited`` s.
+
+    ``Retry-After`` (capped at ``retry_max_delay``) plus a jitter, so that callers throttled in the
+    same second do not come back in lockstep. The jitter's range grows with the contention seen (one
+    quota interval per 429 in a row: about one more contender each), bounded by
+    :data:`THROTTLE_SPREAD_MAX`, and shrinks with the time the call has already waited
+    (``spread * spread / (spread + waited)``): older calls come back sooner, so no call's wait
+    drifts far past its fair share. Every caller of the tenant in this process (or host, with the
+    host-wide quota) holds back by ``Retry-After`` through the limiter.
+    """
+    after = min(retry_after or 0.0, policy.retry_max_delay)
+    if limiter is not None:
+        if retry_after is not None:
+            limiter.backoff(after)
+        unit = limiter.interval
+    else:
+        unit = policy.retry_delay
+    spread = min(unit * throttled, THROTTLE_SPREAD_MAX)
+    if spread > 0:
+        spread *= spread / (spread + max(waited, 0.0))
+    return min(after + random.uniform(0.0, spread), policy.retry_max_delay)
+
+
 def retrying_kwargs(
     call: ApiCall,
     policy: RetryPolicy,
     *,
     tokens: TokenAuth,
-    limiter: RateLimiter | None,
+    limiter: Limiter | None,
     deadline: float | None = None,
 ) -> dict[str, Any]:
     """tenacity settings for one call, shared by the sync and async loops.
@@ -83,6 +114,7 @@ def retrying_kwargs(
         ``throttle_retry_limit`` times: a throttled create waits its turn as long as its task may.
     """
     backoff = tenacity.wait_random_exponential(multiplier=policy.retry_delay, max=policy.retry_max_delay)
+    started = clock()  # a call that has waited longer retries a 429 sooner (throttled_wait)
     refreshed = False
     throttled = 0  # 429s so far: they have their own limit, other failures count the rest
 
@@ -112,20 +144,12 @@ def retrying_kwargs(
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, MetaStudioAuthError):
             return 0.0
-        if isinstance(exc, MetaStudioThrottledError) and exc.retry_after is not None:
-            if limiter is not None:  # every caller of this tenant in this process holds back
-                limiter.backoff(min(exc.retry_after, policy.retry_max_delay))
-            # Full jitter on top of Retry-After: processes throttled in the same second (the
-            # gateway tells them all the same time) would otherwise come back in lockstep and
-            # collide again. Capped: a gateway answering "in an hour" must not hold a worker
-            # slot for an hour.
-            spread = min(policy.retry_delay * 2 ** (throttled - 1), policy.retry_max_delay)
-            delay = min(exc.retry_after + random.uniform(0.0, spread), policy.retry_max_delay)
-        else:
-            delay = float(backoff(state))
-        if isinstance(exc, MetaStudioThrottledError) and deadline is not None:
-            delay = min(delay, max(deadline - clock(), 0.0))  # the last try just before the deadline
-        return delay
+        if isinstance(exc, MetaStudioThrottledError):
+            delay = throttled_wait(exc.retry_after, throttled, clock() - started, limiter, policy)
+            if deadline is not None:  # the last try just before the deadline
+                delay = min(delay, max(deadline - clock(), 0.0))
+            return delay
+        return float(backoff(state))
 
     def stop(state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None

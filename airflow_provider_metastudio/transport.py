@@ -55,7 +55,8 @@ from airflow_provider_metastudio.exceptions import (
     MetaStudioConnectionError,
     MetaStudioInvalidResponseError,
 )
-from airflow_provider_metastudio.ratelimit import RateLimiter, get_limiter
+from airflow_provider_metastudio.hostquota import reservation_path
+from airflow_provider_metastudio.ratelimit import Limiter, get_limiter
 from airflow_provider_metastudio.retry import RetryPolicy, retrying_kwargs
 from airflow_provider_metastudio.validation import validate_http_url
 
@@ -196,6 +197,7 @@ class Transport:
                 security_token=config.security_token,
                 clock=clock,
             )
+        self._host_path = reservation_path(config)
         self._session: requests.Session | None = None
         self._routes: dict[tuple[str, str], Route] = {}
         self._aclients: dict[Route, httpx.AsyncClient] = {}
@@ -306,11 +308,12 @@ class Transport:
 
     # -- retries and quota --------------------------------------------------------------------------
 
-    def limiter(self, call: ApiCall) -> RateLimiter | None:
+    def limiter(self, call: ApiCall) -> Limiter | None:
         rates = self.config.rate_limits
         if not rates or call.name not in rates:
             return None
-        return get_limiter(self.config.endpoint, self.config.project_id, call.name, rates[call.name])
+        cfg = self.config
+        return get_limiter(cfg.endpoint, cfg.project_id, call.name, rates[call.name], self._host_path)
 
     def _retrying(self, call: ApiCall, deadline: float | None = None) -> dict[str, Any]:
         return retrying_kwargs(
@@ -349,6 +352,7 @@ class Transport:
     def _send(self, call: ApiCall) -> ApiResponse:
         limiter = self.limiter(call)
         if limiter is not None:
+            self.session()  # built before the slot: a first call's set-up would delay its arrival
             time.sleep(limiter.reserve())
         token = self.token() if call.authenticated else None
         try:

@@ -3,7 +3,6 @@ tasks) against the emulator over loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sqlite3
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testsupport import import_file
 
 DAGS = Path(__file__).parent / "dags"
 
@@ -29,11 +29,7 @@ def airflow_db() -> Path:
 
 def _load_dag_file(name: str) -> Any:
     """Import ``dags/<name>.py`` by path (the DAG folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, DAGS / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(DAGS / f"{name}.py")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
@@ -12,6 +14,16 @@ DATA = TESTS / "data"
 E2E_DAGS = TESTS / "e2e" / "dags"
 EXAMPLE_DAGS = REPO / "example_dags"
 BENCHMARKS = REPO / "benchmarks"
+
+
+def import_file(path: Path) -> ModuleType:
+    """A Python file outside any package (a benchmark script, a DAG file) imported as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: Job (and asset) ids every layer must refuse before building a request, by case name. A job id
 #: becomes one URL path segment (``.../pictures/modeling-jobs/{job_id}``), so anything that could

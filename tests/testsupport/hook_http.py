@@ -85,7 +85,9 @@ class MovableClock:
 
 
 def make_config(extra=None, *, login=AK, password=SK, rate_limits=False):
-    base = {"project_id": PROJECT_ID}
+    # The host-wide quota file is off: it paces on the real clock and is shared by every test run
+    # on this host (tests/unit/test_hostquota.py tests it).
+    base = {"project_id": PROJECT_ID, "host_quota": False}
     if rate_limits is not None:
         base["rate_limits"] = rate_limits
     return MetaStudioConnectionConfig.from_parts(

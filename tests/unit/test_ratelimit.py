@@ -99,12 +99,14 @@ def test_backoff_holds_back_even_with_burst(clock):
     assert limiter.reserve() == pytest.approx(5.0)
 
 
-def test_backoff_shorter_than_the_queue_changes_nothing(clock):
+def test_backoff_shorter_than_the_queue_shifts_the_later_slots_by_half_an_interval(clock):
+    # Slots handed out stay; the free ones move half an interval, so two processes whose slots
+    # collide (same period, same phase) drift apart instead of colliding at every slot.
     limiter = RateLimiter(1.0, clock=clock)
     for _ in range(5):
         limiter.reserve()  # queue up to START + 5
     limiter.backoff(2.0)
-    assert limiter.reserve() == pytest.approx(5.0)
+    assert limiter.reserve() == pytest.approx(5.5)
 
 
 @pytest.mark.parametrize("rate", [0, -1.0], ids=["zero", "negative"])

@@ -143,11 +143,14 @@ def test_retry_after_is_capped_at_the_hooks_max_delay(requests_mock, sleeps):
     assert sleeps == [45.0]
 
 
-def test_429s_have_their_own_limit_and_full_jitter_over_retry_after(requests_mock, sleeps, monkeypatch):
+def test_429s_have_their_own_limit_and_a_bounded_jitter_over_retry_after(requests_mock, sleeps, monkeypatch):
     # Processes throttled in the same second all read the same Retry-After: without jitter they come
-    # back together and collide again. Each wait is Retry-After + uniform(0, retry_delay * 2^(n-1)).
+    # back together and collide again. The jitter grows one retry_delay per 429 in a row (no
+    # limiter here) but never beyond THROTTLE_SPREAD_MAX; the wall clock does not move (sleeps are
+    # recorded, not slept), so the call's own wait does not shrink it here.
     uniform = mock.Mock(side_effect=lambda low, high: high)  # the top of each range
     monkeypatch.setattr(retry_module.random, "uniform", uniform)
+    monkeypatch.setattr(retry_module, "clock", lambda: 1000.0)
     throttled = error(429, "APIGW.0308", "throttled", headers={"Retry-After": "1"})
     requests_mock.get(SHOW_URL, [throttled] * 12 + [ok()])
     hook = MetaStudioHook(
@@ -155,8 +158,8 @@ def test_429s_have_their_own_limit_and_full_jitter_over_retry_after(requests_moc
     )
     hook.get_picture_modeling_job(JOB_ID)  # 12 429s pass although retry_limit is 2
     assert requests_mock.call_count == 13
-    assert [c.args for c in uniform.call_args_list][:3] == [(0.0, 0.5), (0.0, 1.0), (0.0, 2.0)]
-    assert sleeps == [1.5, 2.0, 3.0, 5.0, 9.0] + [10.0] * 7  # capped at retry_max_delay
+    assert [c.args for c in uniform.call_args_list][:3] == [(0.0, 0.5), (0.0, 1.0), (0.0, 1.5)]
+    assert sleeps == [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5] + [1.0 + retry_module.THROTTLE_SPREAD_MAX] * 5
     # One more 429 than the limit fails; other failures still count against retry_limit only.
     requests_mock.get(SHOW_URL, [throttled] * 13 + [ok()])
     with pytest.raises(MetaStudioThrottledError):

@@ -26,6 +26,7 @@ from testsupport.hook_http import (  # noqa: F401  (pytest fixtures)
     sleeps_fixture,
 )
 
+import airflow_provider_metastudio.retry as retry_module
 from airflow_provider_metastudio import ratelimit
 from airflow_provider_metastudio.ratelimit import RateLimiter
 
@@ -123,6 +124,7 @@ def test_hook_creates_the_process_wide_limiter(requests_mock):
 def test_retry_after_holds_back_the_whole_process(requests_mock, monkeypatch):
     fake = FakeTime()
     monkeypatch.setattr(time, "sleep", fake.sleep)
+    monkeypatch.setattr(retry_module.random, "uniform", lambda low, high: low)  # no jitter
     _seed_limiter(fake)
     requests_mock.get(
         SHOW_URL, [error(429, "APIGW.0308", "throttled", headers={"Retry-After": "3"}), ok(), ok()]

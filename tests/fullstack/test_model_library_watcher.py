@@ -24,6 +24,7 @@ import statistics
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from testsupport.airflow_procs import BIN, airflow_cli, base_env, free_port, sta
 
 from airflow_provider_metastudio._compat import AIRFLOW_V_3
 from airflow_provider_metastudio.models import parse_time
+from airflow_provider_metastudio.triggers.model_library import WATERMARK_KEY, Watermark
 
 DAG_ID = "fullstack_model_watcher"
 ASSET = "fullstack_models"
@@ -212,7 +214,7 @@ def _report(
     duplicates = len(events) - len(by_job)
     runs = _runs(home)
     run_of_event = {e: r for r, (_, evs) in runs.items() for e in evs}
-    to_run, to_event, steady_run, steady_event = [], [], [], []
+    to_run, to_event, steady_run, steady_event, steady_split = [], [], [], [], []
     margin = timedelta(seconds=POLL_INTERVAL + 5)
     for job_id, event_ids in by_job.items():
         consumed = {run_of_event[e] for e in event_ids if e in run_of_event}
@@ -226,6 +228,7 @@ def _report(
         if not any(down - margin <= end <= up for down, up in gaps):
             steady_run.append(run_latency)
             steady_event.append(event_latency)
+            steady_split.append(run_latency - event_latency)  # Airflow's part: event stored -> run
     twice = sum(len({run_of_event.get(e) for e in evs}) > 1 for evs in by_job.values())
     print(
         f"\n{label}: {len(job_ids)} models, {len(events)} asset events ({duplicates} duplicates, "
@@ -233,13 +236,33 @@ def _report(
         f"Job end -> event stored: p95 {_p95(to_event):.1f}s all, {_p95(steady_event):.1f}s for the "
         f"{len(steady_event)} ended away from a restart; job end -> its DAG run: median "
         f"{statistics.median(to_run):.1f}s, p95 {_p95(to_run):.1f}s all, {_p95(steady_run):.1f}s away "
-        f"from a restart, max {max(to_run):.1f}s (poll interval {POLL_INTERVAL:.0f}s)"
+        f"from a restart, max {max(to_run):.1f}s; event stored -> its DAG run (the scheduler): median "
+        f"{statistics.median(steady_split):.1f}s, p95 {_p95(steady_split):.1f}s away from a restart "
+        f"(poll interval {POLL_INTERVAL:.0f}s)"
     )
     return duplicates, _p95(steady_event), _p95(steady_run)
 
 
-def _stored_between(home: Path, start: datetime, end: datetime) -> int:
-    return sum(start <= _time(t) <= end for (t,) in _db(home, "SELECT timestamp FROM asset_event"))
+def _uncovered(home: Path) -> int:
+    """Events Airflow stored that the stored watermark does not cover: what a restart now repeats.
+
+    Read once the stopped triggerer is gone (it writes nothing more) and before another starts. A
+    trigger cannot read stored asset events on Airflow 3.3.2 (the unit test
+    ``test_airflow_gives_a_trigger_no_read_of_stored_asset_events``), so these are the events whose
+    storing Airflow had not yet confirmed to the watcher (a state sync) when it stopped."""
+    rows = _db(
+        home,
+        "SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+        "WHERE a.name = ? AND s.key = ?",
+        ASSET,
+        WATERMARK_KEY,
+    )
+    mark = Watermark.from_json(json.loads(rows[0][0])) if rows else None
+    jobs = [
+        SimpleNamespace(job_id=p["job_id"], end_time=parse_time(p["end_time"], "end_time"))
+        for _, p in _events(home)
+    ]
+    return sum(mark is None or not mark.covers(job) for job in jobs)  # type: ignore[arg-type]
 
 
 def _airflow_flapped(log_dir: Path) -> bool:
@@ -266,14 +289,18 @@ def _up_again(log: Path) -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _restart(procs: list, env: dict[str, str], log_dir: Path, n: int, sig: int) -> tuple[datetime, datetime]:
-    """Stop the last triggerer with ``sig``, start another; the (down, up) window, UTC."""
+def _restart(
+    procs: list, env: dict[str, str], log_dir: Path, n: int, sig: int
+) -> tuple[tuple[datetime, datetime], int]:
+    """Stop the last triggerer with ``sig``, start another; the (down, up) window, UTC, and the
+    stored events the watermark did not cover when it stopped."""
     proc, _ = procs.pop()
     down = datetime.now(timezone.utc)
     os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
+    uncovered = _uncovered(Path(env["AIRFLOW_HOME"]))
     procs.append(_triggerer(env, log_dir, n))
-    return down, _up_again(procs[-1][1])
+    return (down, _up_again(procs[-1][1])), uncovered
 
 
 @pytest.mark.metastudio_emulator(waiting_seconds=1, processing_seconds=5)
@@ -289,14 +316,10 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
         job_ids = _create_jobs(metastudio_emulator, 50, over=110.0)
         # Restarts at set points of the stream, whatever the machine's load makes of the timing.
         _wait(lambda: len(_events(home)) >= 12, 300, logs())
-        gaps = [_restart(procs, airflow_env, tmp_path, 1, signal.SIGTERM)]
+        term_gap, after_term = _restart(procs, airflow_env, tmp_path, 1, signal.SIGTERM)
         _wait(lambda: len(_events(home)) >= 30, 300, logs())
-        gaps.append(_restart(procs, airflow_env, tmp_path, 2, signal.SIGKILL))
-        # What the killed triggerer may not have heard confirmed: the events stored in the last
-        # seconds before the kill (a state sync, the advance and the watermark write).
-        # (10 s bounded them in quiet runs; a CI run with other suites beside it saw 5 against 4,
-        # its triggerer confirming later: the bound is the events of the 30 s before the kill.)
-        unconfirmed = _stored_between(home, gaps[-1][0] - timedelta(seconds=30), gaps[-1][0])
+        kill_gap, after_kill = _restart(procs, airflow_env, tmp_path, 2, signal.SIGKILL)
+        gaps = [term_gap, kill_gap]
         waiting = _consume_all(home, metastudio_emulator, job_ids, logs())
         time.sleep(10)  # a late duplicate would show by now
         label = f"one triggerer, SIGTERM + SIGKILL ({waiting} events waited for a later one)"
@@ -304,13 +327,14 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
         flapped = _airflow_flapped(tmp_path)
     finally:
         stop(procs)
+    print(f"stored, not covered by the watermark: {after_term} at the SIGTERM, {after_kill} at the SIGKILL")
     if flapped:  # Airflow restarted the watcher on its own: what it had not confirmed comes again
         print(f"Airflow declared a triggerer deadlocked and moved the watcher: {duplicates} duplicates")
         return
-    # A SIGKILL repeats the events Airflow stored but had not confirmed to the triggerer; right
-    # after a restart's catch-up burst that is the whole burst. A SIGTERM repeats none.
-    print(f"events stored in the 30 s before the SIGKILL: {unconfirmed}")
-    assert duplicates <= unconfirmed
+    # Zero is out of reach on Airflow 3.3.2: a trigger cannot read the events Airflow stored, only
+    # its confirmations, which reach it a state sync after the store. A stop repeats what was
+    # stored but not yet confirmed, and nothing else (none lost: checked in _report).
+    assert duplicates <= after_term + after_kill
     # Latency is measured and printed above, not asserted to the second: timing targets belong in
     # benchmarks (a shared 2-core CI machine is noisy). These only catch a stream that stalls:
     # quiet, the event is stored within POLL_INTERVAL + 2 s and the run about 6 s later.
@@ -336,6 +360,7 @@ def test_two_triggerers_one_killed_no_model_lost(airflow_env, metastudio_emulato
         down = datetime.now(timezone.utc)
         os.killpg(holder[0].pid, signal.SIGKILL)
         holder[0].wait(timeout=30)
+        uncovered = _uncovered(home)  # the other triggerer takes over only after the threshold
         gaps = [(down, _up_again(other[1]))]
         waiting = _consume_all(home, metastudio_emulator, job_ids, logs())
         time.sleep(10)
@@ -344,5 +369,6 @@ def test_two_triggerers_one_killed_no_model_lost(airflow_env, metastudio_emulato
         flapped = _airflow_flapped(tmp_path)
     finally:
         stop(procs)
+    print(f"stored, not covered by the watermark at the SIGKILL: {uncovered}")
     if not flapped:
-        assert duplicates <= 3
+        assert duplicates <= uncovered

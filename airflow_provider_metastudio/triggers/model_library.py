@@ -8,15 +8,17 @@ passes its filters. Airflow turns each into an asset event whose ``extra["payloa
 
 Delivery, by Airflow line:
 
-* **3.3**: exactly once across triggerer restarts (SIGTERM or SIGKILL), apart from the events
-  persisted in the last second or two before a crash. The trigger runs as a shared stream in ack
+* **3.3**: none lost; across a triggerer stop (SIGTERM or SIGKILL) only the events Airflow stored
+  but had not yet confirmed to the watcher come again. The trigger runs as a shared stream in ack
   mode: Airflow calls :meth:`_WatermarkProducer.advance` only for models whose events it has
-  stored, and only then is the watermark (the newest end time delivered and the job ids of the
-  :data:`WINDOW` before it) written to the watched asset's ``asset_state_store``. A restarted
-  watcher reads it back and resumes there. An event stored whose confirmation had not reached the
-  triggerer when it died is delivered again: its ``dedupe_key`` repeats (a second or two of events
-  in steady flow; a whole catch-up burst if the kill lands right after one). The same holds when
-  Airflow moves the watcher on its own (a triggerer runner it declared deadlocked).
+  stored, and then the watermark (the newest end time delivered and the job ids of the
+  :data:`WINDOW` before it) is written to the watched asset's ``asset_state_store``. A restarted
+  watcher reads it back and resumes there. Airflow 3.3.2 gives a trigger no read of the stored
+  events themselves (its triggerer answers no ``GetAssetEventByAsset`` from triggers), so an event
+  stored whose confirmation (a state sync later) had not reached the watcher is delivered again
+  with the same ``dedupe_key``: a second or two of events in steady flow, a whole catch-up burst
+  if the stop lands right after one. The same holds when Airflow moves the watcher on its own (a
+  triggerer runner it declared deadlocked).
 * **3.0-3.2**: no store a trigger can write: each start replays ``restart_replay`` seconds (at
   least once, duplicates bounded by that window and marked by the repeated ``dedupe_key``).
 * **2.11**: no asset watchers; constructing the trigger fails, naming the alternative.

@@ -3,14 +3,17 @@ dag-processor, api-server, SQLite), with the triggerer stopped and killed mid-st
 
 Jobs are created in the emulator directly, outside Airflow (as the console or another system
 would), ending over two minutes. The watcher (``MetaStudioModelLibraryTrigger`` on an
-``AssetWatcher``) must turn each into exactly one asset event, across a SIGTERM and a SIGKILL of the
-triggerer; the DAG scheduled on the asset must consume each model's event in exactly one run.
-Airflow's scheduler may batch events that arrive between two of its loops into one run (there is
-no per-event run for asset schedules), so runs <= models and each model is in one run. The latency
-(job end -> the run that consumed its event exists) is printed, and its p95 checked.
+``AssetWatcher``) must turn each into an asset event, none lost, across a SIGTERM and a SIGKILL of
+the triggerer; the DAG scheduled on the asset must consume each model's event. A stop repeats only
+the events Airflow stored but had not yet confirmed to the watcher (read from the metadata DB at
+each stop: the stored watermark does not cover them); a trigger cannot read stored events on
+Airflow 3.3.2, so zero is out of reach. Airflow's scheduler batches events into runs (asset
+schedules have no run per event), so runs <= models. The latency (job end -> event stored -> the
+run that consumed it) is printed, split into the scheduler's loop and the events that waited for a
+later one, and its p95 checked against a stall.
 
 With two triggerers (Airflow's HA set-up), the one running the watcher is killed: the other takes
-it over from the stored watermark; no model is lost, and the duplicates are counted and printed.
+it over from the stored watermark; no model is lost, and the duplicates are bounded the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,6 +35,7 @@ from testsupport.airflow_procs import BIN, airflow_cli, base_env, free_port, sta
 
 from airflow_provider_metastudio._compat import AIRFLOW_V_3
 from airflow_provider_metastudio.models import parse_time
+from airflow_provider_metastudio.triggers.model_library import WATERMARK_KEY, Watermark
 
 DAG_ID = "fullstack_model_watcher"
 ASSET = "fullstack_models"
@@ -185,6 +190,28 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))]
 
 
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "(none)"
+    return f"median {statistics.median(values):.1f}s, p95 {_p95(values):.1f}s"
+
+
+def _scheduler_split(
+    runs: dict[int, tuple[datetime, list[int]]], stamps: dict[int, datetime]
+) -> tuple[list[float], list[float]]:
+    """Event stored -> its DAG run created, split in two: the newest event of each run (the
+    scheduler's own delay), and the others. Airflow 3.3.2 cuts a run's events off at its queue
+    row's time, which the first event of a burst set, so the burst's later events wait for the
+    asset's next event (apache/airflow#54659)."""
+    newest: list[float] = []
+    waited: list[float] = []
+    for created, event_ids in runs.values():
+        ordered = sorted((stamps[e] for e in event_ids if e in stamps), reverse=True)
+        newest.extend((created - t).total_seconds() for t in ordered[:1])
+        waited.extend((created - t).total_seconds() for t in ordered[1:])
+    return newest, waited
+
+
 def _report(
     home: Path, emulator, job_ids: list[str], label: str, gaps: list[tuple[datetime, datetime]]
 ) -> tuple[int, float, float]:
@@ -227,19 +254,41 @@ def _report(
             steady_run.append(run_latency)
             steady_event.append(event_latency)
     twice = sum(len({run_of_event.get(e) for e in evs}) > 1 for evs in by_job.values())
+    newest, waited = _scheduler_split(runs, {e: _time(t) for e, t in stamps.items()})
     print(
         f"\n{label}: {len(job_ids)} models, {len(events)} asset events ({duplicates} duplicates, "
         f"{twice} models in two DAG runs), {len(runs)} DAG runs (the scheduler batches events). "
         f"Job end -> event stored: p95 {_p95(to_event):.1f}s all, {_p95(steady_event):.1f}s for the "
         f"{len(steady_event)} ended away from a restart; job end -> its DAG run: median "
         f"{statistics.median(to_run):.1f}s, p95 {_p95(to_run):.1f}s all, {_p95(steady_run):.1f}s away "
-        f"from a restart, max {max(to_run):.1f}s (poll interval {POLL_INTERVAL:.0f}s)"
+        f"from a restart, max {max(to_run):.1f}s (poll interval {POLL_INTERVAL:.0f}s). Event stored -> "
+        f"its DAG run: the newest event of each run {_spread(newest)} (the scheduler's loop); the "
+        f"{len(waited)} others, stored after their run's cut-off, {_spread(waited)} (they waited for "
+        f"a later event, apache/airflow#54659)"
     )
     return duplicates, _p95(steady_event), _p95(steady_run)
 
 
-def _stored_between(home: Path, start: datetime, end: datetime) -> int:
-    return sum(start <= _time(t) <= end for (t,) in _db(home, "SELECT timestamp FROM asset_event"))
+def _uncovered(home: Path) -> int:
+    """Events Airflow stored that the stored watermark does not cover: what a restart now repeats.
+
+    Read once the stopped triggerer is gone (it writes nothing more) and before another starts. A
+    trigger cannot read stored asset events on Airflow 3.3.2 (the unit test
+    ``test_airflow_gives_a_trigger_no_read_of_stored_asset_events``), so these are the events whose
+    storing Airflow had not yet confirmed to the watcher (a state sync) when it stopped."""
+    rows = _db(
+        home,
+        "SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+        "WHERE a.name = ? AND s.key = ?",
+        ASSET,
+        WATERMARK_KEY,
+    )
+    mark = Watermark.from_json(json.loads(rows[0][0])) if rows else None
+    jobs = [
+        SimpleNamespace(job_id=p["job_id"], end_time=parse_time(p["end_time"], "end_time"))
+        for _, p in _events(home)
+    ]
+    return sum(mark is None or not mark.covers(job) for job in jobs)  # type: ignore[arg-type]
 
 
 def _airflow_flapped(log_dir: Path) -> bool:
@@ -266,14 +315,18 @@ def _up_again(log: Path) -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _restart(procs: list, env: dict[str, str], log_dir: Path, n: int, sig: int) -> tuple[datetime, datetime]:
-    """Stop the last triggerer with ``sig``, start another; the (down, up) window, UTC."""
+def _restart(
+    procs: list, env: dict[str, str], log_dir: Path, n: int, sig: int
+) -> tuple[tuple[datetime, datetime], int]:
+    """Stop the last triggerer with ``sig``, start another; the (down, up) window, UTC, and the
+    stored events the watermark did not cover when it stopped."""
     proc, _ = procs.pop()
     down = datetime.now(timezone.utc)
     os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
+    uncovered = _uncovered(Path(env["AIRFLOW_HOME"]))
     procs.append(_triggerer(env, log_dir, n))
-    return down, _up_again(procs[-1][1])
+    return (down, _up_again(procs[-1][1])), uncovered
 
 
 @pytest.mark.metastudio_emulator(waiting_seconds=1, processing_seconds=5)
@@ -289,14 +342,10 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
         job_ids = _create_jobs(metastudio_emulator, 50, over=110.0)
         # Restarts at set points of the stream, whatever the machine's load makes of the timing.
         _wait(lambda: len(_events(home)) >= 12, 300, logs())
-        gaps = [_restart(procs, airflow_env, tmp_path, 1, signal.SIGTERM)]
+        term_gap, after_term = _restart(procs, airflow_env, tmp_path, 1, signal.SIGTERM)
         _wait(lambda: len(_events(home)) >= 30, 300, logs())
-        gaps.append(_restart(procs, airflow_env, tmp_path, 2, signal.SIGKILL))
-        # What the killed triggerer may not have heard confirmed: the events stored in the last
-        # seconds before the kill (a state sync, the advance and the watermark write).
-        # (10 s bounded them in quiet runs; a CI run with other suites beside it saw 5 against 4,
-        # its triggerer confirming later: the bound is the events of the 30 s before the kill.)
-        unconfirmed = _stored_between(home, gaps[-1][0] - timedelta(seconds=30), gaps[-1][0])
+        kill_gap, after_kill = _restart(procs, airflow_env, tmp_path, 2, signal.SIGKILL)
+        gaps = [term_gap, kill_gap]
         waiting = _consume_all(home, metastudio_emulator, job_ids, logs())
         time.sleep(10)  # a late duplicate would show by now
         label = f"one triggerer, SIGTERM + SIGKILL ({waiting} events waited for a later one)"
@@ -304,13 +353,14 @@ def test_fifty_models_one_event_each_across_a_sigterm_and_a_sigkill(
         flapped = _airflow_flapped(tmp_path)
     finally:
         stop(procs)
+    print(f"stored, not covered by the watermark: {after_term} at the SIGTERM, {after_kill} at the SIGKILL")
     if flapped:  # Airflow restarted the watcher on its own: what it had not confirmed comes again
         print(f"Airflow declared a triggerer deadlocked and moved the watcher: {duplicates} duplicates")
         return
-    # A SIGKILL repeats the events Airflow stored but had not confirmed to the triggerer; right
-    # after a restart's catch-up burst that is the whole burst. A SIGTERM repeats none.
-    print(f"events stored in the 30 s before the SIGKILL: {unconfirmed}")
-    assert duplicates <= unconfirmed
+    # Zero is out of reach on Airflow 3.3.2: a trigger cannot read the events Airflow stored, only
+    # its confirmations, which reach it a state sync after the store. A stop repeats what was
+    # stored but not yet confirmed, and nothing else (none lost: checked in _report).
+    assert duplicates <= after_term + after_kill
     # Latency is measured and printed above, not asserted to the second: timing targets belong in
     # benchmarks (a shared 2-core CI machine is noisy). These only catch a stream that stalls:
     # quiet, the event is stored within POLL_INTERVAL + 2 s and the run about 6 s later.
@@ -336,6 +386,7 @@ def test_two_triggerers_one_killed_no_model_lost(airflow_env, metastudio_emulato
         down = datetime.now(timezone.utc)
         os.killpg(holder[0].pid, signal.SIGKILL)
         holder[0].wait(timeout=30)
+        uncovered = _uncovered(home)  # the other triggerer takes over only after the threshold
         gaps = [(down, _up_again(other[1]))]
         waiting = _consume_all(home, metastudio_emulator, job_ids, logs())
         time.sleep(10)
@@ -344,5 +395,6 @@ def test_two_triggerers_one_killed_no_model_lost(airflow_env, metastudio_emulato
         flapped = _airflow_flapped(tmp_path)
     finally:
         stop(procs)
+    print(f"stored, not covered by the watermark at the SIGKILL: {uncovered}")
     if not flapped:
-        assert duplicates <= 3
+        assert duplicates <= uncovered

@@ -415,3 +415,56 @@ async def test_crash_between_store_and_confirmation_delivers_that_event_again(se
     assert ids == ["j1", "j2", "j2"]
     assert stored[1]["dedupe_key"] == stored[2]["dedupe_key"]
     await r2.stop()
+
+
+@needs_ack_mode
+@on_virtual_clock
+async def test_the_watermark_covers_a_stored_event_as_soon_as_airflow_confirms_it(
+    service: Library,
+) -> None:
+    """What a SIGKILL can repeat is what Airflow stored but the watermark did not yet cover. The
+    watcher adds no delay of its own to Airflow's confirmation: it writes the watermark on it, not
+    at the next model or tick (Airflow closes the event's window as soon as the filter loops back)."""
+    service.add_job("j1")
+    store, stored = Store(), []
+    r = Runner(store, stored, persist_delay=0.2, since=SINCE)
+    loop = asyncio.get_running_loop()
+    stored_at: list[float] = []
+    covered_at: list[float] = []
+    persist, aset = r._persist, store.aset
+
+    def timed_persist(seq: int | None, payload: dict[str, Any]) -> None:
+        stored_at.append(loop.time())
+        persist(seq, payload)
+
+    async def timed_aset(key: str, value: Any) -> None:
+        if key == WATERMARK_KEY and "j1" in value["ids"] and not covered_at:
+            covered_at.append(loop.time())
+        await aset(key, value)
+
+    r._persist = timed_persist  # type: ignore[method-assign]
+    store.aset = timed_aset  # type: ignore[method-assign]
+    r.start()
+    await asyncio.sleep(1)
+    service.finish("j1", at=1)
+    await asyncio.sleep(60)  # no other model comes
+    assert stored_at and covered_at, (stored_at, covered_at)
+    assert covered_at[0] - stored_at[0] <= 0.01, covered_at[0] - stored_at[0]
+    await r.stop()
+
+
+def test_airflow_gives_a_trigger_no_read_of_stored_asset_events() -> None:
+    """Why a SIGKILL can still repeat an event on Airflow 3.3.2 (README, "React to every new model"):
+    a task asks its supervisor for an asset's stored events (``GetAssetEventByAsset``), but the
+    triggerer's supervisor decodes no such request from its triggers (and the trigger runner
+    process has no database session: ``block_orm_access``). When this starts failing, Airflow lets
+    triggers read them: skip the models whose events are stored on start, for zero duplicates."""
+    comms = pytest.importorskip("airflow.sdk.execution_time.comms")
+    pytest.importorskip("airflow.triggers.shared_stream")  # the 3.3 line this provider targets
+    from airflow.jobs.triggerer_job_runner import ToTriggerSupervisor
+    from pydantic import TypeAdapter, ValidationError
+
+    request = comms.GetAssetEventByAsset(name="models", uri="models").model_dump()
+    TypeAdapter(comms.ToSupervisor).validate_python(request)  # a task may ask
+    with pytest.raises(ValidationError):
+        TypeAdapter(ToTriggerSupervisor).validate_python(request)  # a trigger may not

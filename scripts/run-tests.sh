@@ -3,7 +3,8 @@
 # virtual environment with the provider installed as users install it.
 #   AIRFLOW_VERSIONS="3.3.2" scripts/run-tests.sh      # one version only
 #   PARALLEL=0 scripts/run-tests.sh                    # every Airflow line one after the other
-#   scripts/run-tests.sh -k emulator                   # extra arguments go to pytest
+#   WORKERS=0 scripts/run-tests.sh                     # each suite in one process (no pytest-xdist)
+#   scripts/run-tests.sh -k emulator                   # extra arguments go to pytest (one run per line)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
@@ -18,6 +19,14 @@ SDK_VERSIONS=${SDK_VERSIONS:-"3.0.6"}
 # side by side: the newest Airflow (which also runs the full-stack test) in one, the other lines one
 # after the other in the second. Three suites at once pushed a 2-core machine's load past 30.
 PARALLEL=${PARALLEL:-1}
+# Within a suite, pytest-xdist runs the tests in WORKERS processes: one process mostly sleeps on
+# emulated jobs (3.0.6's suite: 13:45 in one process, 8:29 in four, 5 min of CPU), and one after the
+# other the suites took CI past its 30 minutes.
+WORKERS=${WORKERS:-3}
+# Tests that start real Airflow or worker processes, or measure a quota's pace across processes: they
+# run after the rest, one at a time, so no other test's load skews them (newest line only; they skip
+# elsewhere).
+SERIAL_TESTS=(tests/fullstack tests/integration/test_quota_processes.py tests/integration/test_host_quota.py)
 # The production-shaped deployment test (scripts/run-deployment.sh: PostgreSQL, Celery, eight Airflow
 # processes) runs on the newest line's venv, after the older lines in their lane: the newest line's
 # pytest (with the full-stack and watcher tests) is the longer suite, so this lengthens the whole run
@@ -56,11 +65,23 @@ run_suite() {
     [[ " $SDK_VERSIONS " == *" $version "* ]] && sdk=1
     # The venv's pytest script, not `python -m pytest`: that puts the work tree first on sys.path,
     # and the suite would test the source tree instead of the installed wheel.
-    local rc=0
-    AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_FULLSTACK=$fullstack \
-        METASTUDIO_EXPECT_INSTALLED=1 METASTUDIO_EXPECT_OPENLINEAGE=$openlineage METASTUDIO_EXPECT_SDK=$sdk \
-        "$venv/bin/pytest" -p no:cacheprovider --durations=10 "${only[@]}" \
-        "${PYTEST_ARGS[@]}" || rc=$?
+    local rc=0 parallel=() ignore=() path
+    [ "$WORKERS" -gt 0 ] && parallel=(-n "$WORKERS")
+    for path in "${SERIAL_TESTS[@]}"; do ignore+=(--ignore="$path"); done
+    suite() {
+        AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_FULLSTACK=$fullstack \
+            METASTUDIO_EXPECT_INSTALLED=1 METASTUDIO_EXPECT_OPENLINEAGE=$openlineage \
+            METASTUDIO_EXPECT_SDK=$sdk "$venv/bin/pytest" -p no:cacheprovider --durations=10 "${only[@]}" "$@"
+    }
+    if [ ${#PYTEST_ARGS[@]} -gt 0 ]; then
+        suite "${PYTEST_ARGS[@]}" || rc=$?
+    else
+        suite "${parallel[@]}" "${ignore[@]}" || rc=$?
+        if [ "$fullstack" = 1 ]; then
+            echo "==> Airflow $version: the serial tests (${SERIAL_TESTS[*]})"
+            suite "${SERIAL_TESTS[@]}" || rc=$?
+        fi
+    fi
     rm -rf "$home"
     return $rc
 }

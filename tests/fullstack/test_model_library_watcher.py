@@ -202,7 +202,7 @@ def _scheduler_split(
     """Event stored -> its DAG run created, split in two: the newest event of each run (the
     scheduler's own delay), and the others. Airflow 3.3.2 cuts a run's events off at its queue
     row's time, which the first event of a burst set, so the burst's later events wait for the
-    asset's next event (apache/airflow#54659)."""
+    asset's next event (apache/airflow#70970)."""
     newest: list[float] = []
     waited: list[float] = []
     for created, event_ids in runs.values():
@@ -264,7 +264,7 @@ def _report(
         f"from a restart, max {max(to_run):.1f}s (poll interval {POLL_INTERVAL:.0f}s). Event stored -> "
         f"its DAG run: the newest event of each run {_spread(newest)} (the scheduler's loop); the "
         f"{len(waited)} others, stored after their run's cut-off, {_spread(waited)} (they waited for "
-        f"a later event, apache/airflow#54659)"
+        f"a later event, apache/airflow#70970)"
     )
     return duplicates, _p95(steady_event), _p95(steady_run)
 

@@ -66,7 +66,8 @@ run_suite() {
     # The venv's pytest script, not `python -m pytest`: that puts the work tree first on sys.path,
     # and the suite would test the source tree instead of the installed wheel.
     local rc=0 parallel=() ignore=() path
-    [ "$WORKERS" -gt 0 ] && parallel=(-n "$WORKERS")
+    # worksteal: an idle worker takes tests queued on a busy one (the e2e tests take 10-60 s each)
+    [ "$WORKERS" -gt 0 ] && parallel=(-n "$WORKERS" --dist worksteal)
     for path in "${SERIAL_TESTS[@]}"; do ignore+=(--ignore="$path"); done
     suite() {
         AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_FULLSTACK=$fullstack \

@@ -3,10 +3,10 @@
 Each worker process has its own :class:`~airflow_provider_metastudio.ratelimit.RateLimiter`, so 32
 worker processes creating at once would each send at the full quota and draw a storm of 429s. Here
 they take turns instead: a file per tenant (in a per-user temporary directory, named by a hash of
-endpoint, project and identity: never a secret) holds the next free slot time of each call. A call
-takes the next slot (``max(now, next)``, then ``next = slot + 1/rate``) under ``fcntl.flock`` and
-sleeps until it outside the lock: first come first served, with no polling. The lock is held only
-to read and write a few bytes, never while sleeping or during HTTP.
+endpoint and project: the quota is the project's, whoever calls) holds the next free slot time of
+each call. A call takes the next slot (``max(now, next)``, then ``next = slot + 1/rate``) under
+``fcntl.flock`` and sleeps until it outside the lock: first come first served, with no polling.
+The lock is held only to read and write a few bytes, never while sleeping or during HTTP.
 
 It degrades safely: when the directory cannot be created or written, the lock fails, or the
 platform has no ``fcntl``, the process falls back to its own limiter with one WARNING. Slot times are
@@ -66,12 +66,12 @@ def parse_host_quota(value: Any) -> str | None:
 
 def reservation_path(config: MetaStudioConnectionConfig) -> str | None:
     """The tenant's file, or None when the connection turns the host-wide quota off. Named by a hash
-    of endpoint, project and identity (an AK or IAM user, never a secret; token connections share
-    the project's file), so the name tells nothing about the tenant either."""
+    of endpoint and project, as the process limiters are keyed: the quota is the project's, so an AK/SK
+    and an IAM-password connection of one project share it (apart, they drew 429s in the same second).
+    The name tells nothing about the tenant."""
     if not config.host_quota:
         return None
-    identity = config.ak or (f"{config.domain}/{config.user}" if config.user else config.auth_type)
-    key = "\0".join((config.endpoint, config.project_id, identity))
+    key = "\0".join((config.endpoint, config.project_id))
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return os.path.join(config.host_quota, f"quota-{digest}.json")
 

@@ -58,6 +58,8 @@ def test_listener_reports_the_photo_the_model_asset_and_the_files(
             {"type": "file", "log_file_path": str(log_file), "append": True}
         ),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "metastudio-e2e",
+        # The e2e conftest it loads imports testsupport (tests/, on pytest's path, not the child's).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
     }
     dest = tmp_path / "models"
     proc = subprocess.run(

@@ -70,7 +70,9 @@ def test_200_deferred_creates_are_each_made_once_at_the_quota_without_a_429(
     assert statuses["200"] == 200
     # The queue paces at the emulator's quota; a 429 can only come from the loaded machine's
     # scheduling jitter (two requests arriving closer than the quota's tolerance), and is retried.
-    assert set(statuses) <= {"200", "429"} and statuses.get("429", 0) <= 2, statuses
+    # Quiet: 0-2; 8 with two other suites in pytest-xdist beside it (load 6-8 on 2 cores); a queue
+    # that does not pace draws one per create or more.
+    assert set(statuses) <= {"200", "429"} and statuses.get("429", 0) <= 10, statuses
     created = [r["info"]["name"] for r in emu.jobs.records()]
     assert sorted(created) == sorted(names)  # each name once
     # First come first served: requests are sent in the order they reached the queue; with IN_FLIGHT

@@ -148,11 +148,17 @@ def test_the_file_is_named_by_a_hash_and_holds_no_secret(tmp_path):
     text = open(path).read()
     assert SK not in text and AK not in text and set(json.loads(text)) == {"create_by_url"}
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-    # Another identity on the same project has its own file; the same one shares it.
+    # The quota is the project's: another identity on the same project shares the file (as the
+    # process limiters do), another project has its own.
     assert reservation_path(config({"host_quota": str(tmp_path)})) == path
     extra = {"project_id": PROJECT_ID, "host_quota": str(tmp_path)}
     other = MetaStudioConnectionConfig.from_parts(
         login="HPUAOTHERAK000000002", password=SK, extra=extra, host="http://127.0.0.1:9"
+    )
+    assert reservation_path(other) == path
+    extra = {"project_id": "0" * 32, "host_quota": str(tmp_path)}
+    other = MetaStudioConnectionConfig.from_parts(
+        login=AK, password=SK, extra=extra, host="http://127.0.0.1:9"
     )
     assert reservation_path(other) != path
 

@@ -45,7 +45,7 @@ rc=0
 AIRFLOW_HOME="$home" AIRFLOW__CORE__LOAD_EXAMPLES=False METASTUDIO_EXPECT_INSTALLED=1 \
     METASTUDIO_DEPLOYMENT=1 METASTUDIO_DEPLOYMENT_OUTPUT="$out" \
     "$VENV/bin/pytest" -p no:cacheprovider -v --durations=0 tests/deployment "$@" || rc=$?
-for finding in race metrics asset-events; do  # what the scenarios measured, also on success
+for finding in race metrics asset-events watcher; do  # what the scenarios measured, also on success
     [ -f "$out/$finding.json" ] && echo "==> $finding.json: $(tr -d '\n' <"$out/$finding.json")" >&2
 done
 exit $rc

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 MAPPED = "deployment_mapped_models"
+WATCHED = "deployment_model_library"  # the asset, and the DAG scheduled on it
 CONSUMER = "example_metastudio_asset_consumer"
 EXAMPLE = "example_metastudio_picture_modeling"
 # The scheduler's words when an executor event contradicts a task's state ("changed externally").
@@ -36,24 +37,41 @@ def _consumer_checks(deployment, after: str) -> tuple[list[str], dict[str, str |
     return checked, dict(runs)
 
 
+def _poll(check, timeout: float, interval: float = 0.5):
+    """``check()``'s first truthy value within ``timeout`` seconds, else None (no failure)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+    return value
+
+
 def _assert_metrics_match_emulator(deployment) -> dict:
     """The provider's StatsD counters (sent by the workers' task runners and the triggerers) equal
     the emulator's own counts: calls by call and status, 429s; every 429 was retried."""
     recorder = deployment.emulator.recorder
 
-    def settled():  # UDP is asynchronous: wait until the totals stop moving and agree
-        sent = deployment.statsd.counters("airflow.metastudio.api.calls.")
-        return sum(sent.values()) == recorder.counters()["total"] and sent
+    def seen_and_sent():
+        counts = recorder.counters()
+        seen = {
+            f"{call}.{status}": n
+            for call, statuses in counts["statuses"].items()
+            for status, n in statuses.items()
+        }
+        return counts, seen, deployment.statsd.counters("airflow.metastudio.api.calls.")
 
-    deployment.wait_for("StatsD api.calls to add up to the emulator's requests", settled, timeout=30)
-    counts = recorder.counters()
-    seen = {
-        f"{call}.{status}": n
-        for call, statuses in counts["statuses"].items()
-        for status, n in statuses.items()
-    }
-    sent = deployment.statsd.counters("airflow.metastudio.api.calls.")
-    assert sent == seen, f"StatsD api.calls {sent} != emulator {seen}"
+    # UDP is asynchronous, and the model-library watcher lists every few seconds all along: read
+    # both sides until one reading agrees (a call between the two reads only delays that).
+    def settled():
+        reading = seen_and_sent()
+        return reading if reading[1] == reading[2] else None
+
+    reading = _poll(settled, 30)
+    if reading is None:
+        _, seen, sent = seen_and_sent()
+        raise AssertionError(f"StatsD api.calls {sent} != emulator {seen}")
+    counts, seen, sent = reading
     throttled = deployment.statsd.counters("airflow.metastudio.api.throttled.")
     assert throttled == counts["throttled"], (throttled, counts["throttled"])
     retries = deployment.statsd.counters("airflow.metastudio.api.retries.")
@@ -262,3 +280,105 @@ def test_deferral_race_on_this_stack(deployment):
     assert len(seen) >= 10, f"too few tasks deferred before their job ended: {report}"
     jobs = _jobs_named(emulator, f"{dag_id}.create_job.{run_id}.")
     assert len(jobs) == 20, f"one job per task expected, even for retried tasks: {[j['name'] for j in jobs]}"
+
+
+def _watched_events(deployment) -> list[tuple[int, dict]]:
+    """(event id, payload) of every asset event the model-library watcher stored, oldest first."""
+    rows = deployment.query(
+        "SELECT e.id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = %s "
+        "ORDER BY e.id",
+        WATCHED,
+    )
+    return [(i, (x if isinstance(x, dict) else json.loads(x))["payload"]) for i, x in rows]
+
+
+def _watched_runs(deployment) -> dict[str, tuple[str, set[int]]]:
+    """run_id -> (state, the watcher's events it consumed) of the DAG scheduled on the asset."""
+    runs: dict[str, tuple[str, set[int]]] = {}
+    for run_id, state, event_id in deployment.query(
+        "SELECT dr.run_id, dr.state, dre.event_id FROM dag_run dr LEFT JOIN dagrun_asset_event dre "
+        "ON dre.dag_run_id = dr.id WHERE dr.dag_id = %s",
+        WATCHED,
+    ):
+        runs.setdefault(run_id, (state, set()))[1].add(event_id)
+    return runs
+
+
+def test_watcher_announces_models_made_outside_airflow_across_a_triggerer_kill(deployment):
+    """Twelve models made outside Airflow (the emulator's admin API) end over 40 s while the
+    model-library watcher runs on one of the two triggerers; SIGKILL that triggerer mid-stream and
+    the other takes the watcher over. No model is lost; a model announced twice (Airflow 3.3.2 gives
+    a trigger no read of the events it stored: README, "React to every new model") carries the
+    same dedupe_key; every event reaches a DAG run of the consumer, which succeeds and names it."""
+    emulator = deployment.emulator
+
+    def holder():
+        rows = deployment.query(
+            "SELECT j.hostname FROM asset_watcher w JOIN asset a ON a.id = w.asset_id JOIN trigger t "
+            "ON t.id = w.trigger_id JOIN job j ON j.id = t.triggerer_id WHERE a.name = %s",
+            WATCHED,
+        )
+        return rows[0][0] if len(rows) == 1 else None
+
+    victim = deployment.wait_for("a triggerer to run the watcher", holder, timeout=120)
+    survivor = {"triggerer-1": "triggerer-2", "triggerer-2": "triggerer-1"}[victim]
+    before = {p["job_id"] for _, p in _watched_events(deployment)}
+    jobs = [
+        emulator.jobs.create(
+            name=f"deployment-outside-{i}", waiting_seconds=1, processing_seconds=9 + 40 * i / 11
+        )["job_id"]
+        for i in range(12)
+    ]
+    announced = lambda: {p["job_id"] for _, p in _watched_events(deployment)} & set(jobs)  # noqa: E731
+    deployment.wait_for("four models announced", lambda: len(announced()) >= 4, timeout=120)
+    deployment.kill(victim)
+    try:
+        deployment.wait_for(f"{survivor} to take the watcher over", lambda: holder() == survivor, 60)
+        deployment.wait_for("every model announced", lambda: announced() == set(jobs), timeout=180)
+    finally:
+        deployment.restart(victim)
+
+    def all_consumed():
+        events = {i for i, p in _watched_events(deployment) if p["job_id"] in jobs}
+        runs = _watched_runs(deployment)
+        done = all(state in ("success", "failed") for state, _ in runs.values())
+        return done and events <= set().union(*(e for _, e in runs.values())) and runs
+
+    waited = 0
+    runs = _poll(all_consumed, 30, interval=2)
+    if not runs:
+        # Events stored while the scheduler made a run can wait for the asset's next event
+        # (apache/airflow#70970, fixed by #70972 for 3.4): one more model brings them in.
+        consumed = set().union(*(e for _, e in _watched_runs(deployment).values()))
+        waited = sum(i not in consumed for i, p in _watched_events(deployment) if p["job_id"] in jobs)
+        jobs.append(
+            emulator.jobs.create(name="deployment-outside-next", waiting_seconds=1, processing_seconds=2)[
+                "job_id"
+            ]
+        )
+        runs = deployment.wait_for("every event in a finished run", all_consumed, timeout=120, interval=2)
+
+    events = [(i, p) for i, p in _watched_events(deployment) if p["job_id"] not in before]
+    assert {p["job_id"] for _, p in events} == set(jobs), "a model was lost, or a stranger announced"
+    by_job: dict[str, list[dict]] = {}
+    for _, p in events:
+        by_job.setdefault(p["job_id"], []).append(p)
+    # A repeat is the same announcement again (the consumer skips it by dedupe_key), at most once.
+    assert all(len({p["dedupe_key"] for p in ps}) == 1 and len(ps) <= 2 for ps in by_job.values()), by_job
+    assert all(state == "success" for state, _ in runs.values()), runs
+    named = set()
+    for run_id, (_, consumed) in runs.items():
+        if consumed & {i for i, _ in events}:
+            named |= set(deployment.xcom(WATCHED, run_id, "models") or [])
+    assert named == {ps[0]["model_asset_id"] for ps in by_job.values()}, named
+    report = {
+        "models": len(jobs),
+        "events": len(events),
+        "duplicates": len(events) - len(jobs),
+        "killed": victim,
+        "taken_over_by": survivor,
+        "events_waiting_for_a_next_event": waited,
+        "consumer_runs": len(runs),
+    }
+    (deployment.output_dir / "watcher.json").write_text(json.dumps(report, indent=2))
+    print(f"\nmodel-library watcher across a triggerer kill: {report}")

@@ -267,15 +267,21 @@ class Deployment:
             time.sleep(2)
         self.fail(f"{dag_id} run {run_id} not finished after {timeout:.0f} s: {result}")
 
-    def wait_for(self, what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-        """Poll ``check()`` until it returns something truthy; fail naming ``what`` otherwise."""
+    @staticmethod
+    def poll(check: Any, timeout: float, interval: float = 0.5) -> Any:
+        """``check()``'s first truthy value within ``timeout`` seconds, else None (no failure)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = check()
             if value:
                 return value
             time.sleep(interval)
-        self.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        return None
+
+    def wait_for(self, what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
+        """Poll ``check()`` until it returns something truthy; fail naming ``what`` otherwise."""
+        value = self.poll(check, timeout, interval)
+        return value if value else self.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def xcom(
         self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1

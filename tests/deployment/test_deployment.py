@@ -37,16 +37,6 @@ def _consumer_checks(deployment, after: str) -> tuple[list[str], dict[str, str |
     return checked, dict(runs)
 
 
-def _poll(check, timeout: float, interval: float = 0.5):
-    """``check()``'s first truthy value within ``timeout`` seconds, else None (no failure)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
-    return value
-
-
 def _assert_metrics_match_emulator(deployment) -> dict:
     """The provider's StatsD counters (sent by the workers' task runners and the triggerers) equal
     the emulator's own counts: calls by call and status, 429s; every 429 was retried."""
@@ -67,7 +57,7 @@ def _assert_metrics_match_emulator(deployment) -> dict:
         reading = seen_and_sent()
         return reading if reading[1] == reading[2] else None
 
-    reading = _poll(settled, 30)
+    reading = deployment.poll(settled, 30)
     if reading is None:
         _, seen, sent = seen_and_sent()
         raise AssertionError(f"StatsD api.calls {sent} != emulator {seen}")
@@ -329,7 +319,10 @@ def test_watcher_announces_models_made_outside_airflow_across_a_triggerer_kill(d
         )["job_id"]
         for i in range(12)
     ]
-    announced = lambda: {p["job_id"] for _, p in _watched_events(deployment)} & set(jobs)  # noqa: E731
+
+    def announced() -> set[str]:
+        return {p["job_id"] for _, p in _watched_events(deployment)} & set(jobs)
+
     deployment.wait_for("four models announced", lambda: len(announced()) >= 4, timeout=120)
     deployment.kill(victim)
     try:
@@ -345,7 +338,7 @@ def test_watcher_announces_models_made_outside_airflow_across_a_triggerer_kill(d
         return done and events <= set().union(*(e for _, e in runs.values())) and runs
 
     waited = 0
-    runs = _poll(all_consumed, 30, interval=2)
+    runs = deployment.poll(all_consumed, 30, interval=2)
     if not runs:
         # Events stored while the scheduler made a run can wait for the asset's next event
         # (apache/airflow#70970, fixed by #70972 for 3.4): one more model brings them in.

@@ -3,7 +3,7 @@
 Where no shared file coordinates the processes (Celery on several machines), each process keeps to
 its own limiter and the gateway's 429s sort out the rest. These scenarios run the real retry loop
 (``tenacity.AsyncRetrying`` with :func:`retrying_kwargs`) against a gateway with the emulator's
-quota rule (GCRA, 2/s, 50 ms early allowed, ``Retry-After`` in whole seconds) on a virtual
+quota rule itself (GCRA, 2/s, 50 ms early allowed, ``Retry-After`` in whole seconds) on a virtual
 clock, so minutes of contention take milliseconds and run the same every time.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import statistics
 
@@ -24,6 +23,9 @@ from airflow_provider_metastudio.api.calls import create_by_url_call
 from airflow_provider_metastudio.exceptions import MetaStudioThrottledError
 from airflow_provider_metastudio.ratelimit import HEADROOM, RateLimiter
 from airflow_provider_metastudio.retry import THROTTLE_SPREAD_MAX, RetryPolicy, retrying_kwargs
+from airflow_provider_metastudio.testing import EmulatorConfig
+from airflow_provider_metastudio.testing._quotas import Quotas
+from airflow_provider_metastudio.testing._shared import Shared
 
 pytestmark = pytest.mark.airflow_independent
 
@@ -35,23 +37,22 @@ CALL = create_by_url_call(
 
 
 class Gateway:
-    """The emulator's quota rule (testing/_quotas.py) on the loop's clock."""
+    """The emulator's own quota rule (``testing/_quotas.py``: GCRA, 50 ms early allowed,
+    ``Retry-After`` in whole seconds) on the loop's virtual clock."""
 
-    def __init__(self, rate: float = QUOTA, tolerance: float = 0.05) -> None:
-        self.interval, self.tolerance = 1.0 / rate, tolerance
-        self.tat = 0.0
+    def __init__(self) -> None:
+        shared = Shared(EmulatorConfig(rates={"create_by_url": QUOTA}, global_rates={"create_by_url": QUOTA}))
+        shared.now = asyncio.get_running_loop().time  # type: ignore[method-assign]
+        self.quotas = Quotas(shared)
         self.throttled = 0
         self.accepted: list[float] = []
 
     def arrive(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if self.tat - self.tolerance > now:
+        reply = self.quotas.throttle("create_by_url", "tenant")
+        if reply is not None:
             self.throttled += 1
-            # As the emulator (and the real gateway) says it: whole seconds, at least 1.
-            retry_after = max(1, math.ceil(self.tat - self.tolerance - now))
-            raise MetaStudioThrottledError("429", status=429, retry_after=retry_after)
-        self.tat = max(self.tat, now) + self.interval
-        self.accepted.append(now)
+            raise MetaStudioThrottledError("429", status=429, retry_after=float(reply.headers["Retry-After"]))
+        self.accepted.append(asyncio.get_running_loop().time())
 
 
 async def contend(hosts: int, per_host: int, creates: int) -> tuple[Gateway, list[float], list[float]]:
